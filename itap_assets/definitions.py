@@ -1,0 +1,17 @@
+"""The one Definitions object: assets, checks, resources, jobs, schedules and sensors of ITAP."""
+
+
+import dagster as dg
+
+from itap_assets.assets import ingest, validation
+from itap_assets.jobs import JOBS
+from itap_assets.resources import default_resources
+
+all_assets = dg.load_assets_from_modules([ingest, validation])
+
+defs = dg.Definitions(
+    assets=all_assets,
+    resources=default_resources(),
+    jobs=JOBS,
+    executor=dg.in_process_executor,
+)

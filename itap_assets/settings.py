@@ -1,0 +1,190 @@
+"""Typed settings for `configs/itap.yaml`.
+
+Loaded once, validated with pydantic (unknown keys are errors, so a typo fails at load instead of being ignored),
+and free of Dagster imports so pure code and tests can use it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, datetime
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "itap.yaml"
+DEFAULT_DB_PATH = PROJECT_ROOT / "data" / "itap.duckdb"
+
+# DESIGN.md: ^[A-Za-z0-9._-]{1,64}$, and the first character must be a letter or digit (so "..", ".x" are refused).
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FAMILIES = ("Temperature", "Vibration", "Voltage", "Current", "RPM")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SensorSpec(Strict):
+    """One sensor column: its family (drives explanations and rules) and its physical range (drives validation)."""
+
+    family: str
+    min: float
+    max: float
+    unit: str = ""
+
+    @model_validator(mode="after")
+    def _range(self) -> SensorSpec:
+        if not self.min < self.max:
+            raise ValueError(f"min={self.min} must be below max={self.max}")
+        return self
+
+
+DEFAULT_SENSORS = {
+    "temp_c": SensorSpec(family="Temperature", min=-40.0, max=250.0, unit="°C"),
+    "vibration_g": SensorSpec(family="Vibration", min=0.0, max=50.0, unit="g"),
+    "voltage_v": SensorSpec(family="Voltage", min=0.0, max=1000.0, unit="V"),
+    "current_a": SensorSpec(family="Current", min=0.0, max=500.0, unit="A"),
+    "rpm": SensorSpec(family="RPM", min=0.0, max=10000.0, unit="rpm"),
+}
+
+
+class SimulationSettings(Strict):
+    devices: int = Field(10, ge=1, le=100_000)
+    start: date = date(2026, 1, 1)
+    days: int = Field(2, ge=1)
+    sample_interval_s: float = Field(10.0, gt=0)
+    seed: int = 7
+    healthy_days: int = Field(
+        1, ge=0, description="Fault-free commissioning days at the start: the baseline a plant would train on."
+    )
+    fault_rate: float = Field(2.0, ge=0, description="Expected fault episodes per device-day after the healthy days.")
+
+
+class PartitionSettings(Strict):
+    start_date: date | None = None
+
+
+class ValidationSettings(Strict):
+    max_quarantine_share: float = Field(0.05, ge=0, le=1)
+    max_missing_rate: float = Field(0.2, ge=0, le=1, description="WARN check: missing rate per sensor above this.")
+    states: tuple[str, ...] = ("RUN", "IDLE", "MAINT")
+
+
+class FeatureSettings(Strict):
+    windows: tuple[str, ...] = ("1m", "5m", "30m")
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for w in v:
+            if not re.fullmatch(r"[1-9][0-9]*(s|m|h)", w):
+                raise ValueError(f"window {w!r} must look like 30s, 5m or 1h")
+        return v
+
+
+class TrainingWindow(Strict):
+    first_days: int | None = Field(None, ge=1)
+    first_samples: int | None = Field(None, ge=1)
+    start: datetime | None = None
+    end: datetime | None = None
+    exclude_labelled_faults: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TrainingWindow:
+        kinds = [self.first_days is not None, self.first_samples is not None, self.start is not None]
+        if sum(kinds) != 1:
+            raise ValueError("give exactly one of first_days, first_samples or start/end")
+        if (self.start is None) != (self.end is None):
+            raise ValueError("start and end go together")
+        if self.start is not None and self.end is not None and not self.start < self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class ThresholdSettings(Strict):
+    method: Literal["pot", "quantile"] = "pot"
+    quantile: float = Field(0.999, gt=0.5, lt=1)
+    tail_quantile: float = Field(0.98, gt=0.5, lt=1, description="POT: where the tail starts.")
+    risk: float = Field(1e-4, gt=0, lt=0.1, description="POT: target exceedance probability per point.")
+
+
+class SmoothingSettings(Strict):
+    k: int = Field(2, ge=1)
+    n: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _k_le_n(self) -> SmoothingSettings:
+        if self.k > self.n:
+            raise ValueError(f"k={self.k} must not exceed n={self.n}")
+        return self
+
+
+class ModelSettings(Strict):
+    training: TrainingWindow = TrainingWindow(first_days=1)
+    detector: Literal["iforest", "pca", "ensemble"] = "ensemble"
+    threshold: ThresholdSettings = ThresholdSettings()
+    smoothing: SmoothingSettings | None = SmoothingSettings()
+    min_training_rows: int = Field(200, ge=10)
+    seed: int = 0
+
+
+class Settings(Strict):
+    source: Literal["simulation", "files"] = "simulation"
+    partitions: PartitionSettings = PartitionSettings()
+    simulation: SimulationSettings = SimulationSettings()
+    sensors: dict[str, SensorSpec] = Field(default_factory=lambda: dict(DEFAULT_SENSORS))
+    validation: ValidationSettings = ValidationSettings()
+    features: FeatureSettings = FeatureSettings()
+    model: ModelSettings = ModelSettings()
+
+    @field_validator("sensors")
+    @classmethod
+    def _sensor_names(cls, v: dict[str, SensorSpec]) -> dict[str, SensorSpec]:
+        for name in v:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
+                raise ValueError(f"sensor name {name!r} must be lower_snake_case")
+        return v
+
+    @property
+    def start_date(self) -> date:
+        return self.partitions.start_date or self.simulation.start
+
+    @property
+    def sensor_families(self) -> dict[str, str]:
+        return {name: spec.family for name, spec in self.sensors.items()}
+
+
+class SettingsError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("ITAP_CONFIG", DEFAULT_CONFIG))
+
+
+def db_path() -> Path:
+    return Path(os.environ.get("ITAP_DB_PATH", DEFAULT_DB_PATH))
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read and validate a settings file (safe YAML only)."""
+    path = Path(path) if path is not None else config_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML (only plain YAML is accepted): {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"{path}: {problems}") from exc

@@ -1,0 +1,197 @@
+"""DuckDB storage for partitioned Polars frames: replace and read `(day, device_id)` partitions of a table.
+
+Kept free of Dagster so the IO manager stays a thin adapter and a second storage mode (Parquet per partition,
+see DESIGN.md "Scaling out") replaces this one module. Identifiers never come from data: table and schema names
+are checked against a strict pattern, and partition keys travel as a registered frame, never as SQL text.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from itap_assets.settings import ID_PATTERN
+from itap_assets.views import VIEWS
+
+PARTITION_COLUMNS = ("day", "device_id")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+LOCK_TIMEOUT_S = 300.0
+
+
+class StorageError(RuntimeError):
+    """A write or read that would corrupt or misread a table; the message names table and partition."""
+
+
+def check_identifier(name: str) -> str:
+    if not _IDENTIFIER.fullmatch(name):
+        raise StorageError(f"{name!r} is not a valid table or schema name (lower_snake_case, ≤ 63 chars)")
+    return name
+
+
+def check_device_id(device_id: str) -> str:
+    if not isinstance(device_id, str) or not ID_PATTERN.fullmatch(device_id):
+        raise StorageError(
+            f"device id {device_id!r} is not allowed: ids match {ID_PATTERN.pattern} (letters, digits, '.', '_', '-')"
+        )
+    return device_id
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text and ("conflicting" in text or "could not set" in text)
+
+
+@contextmanager
+def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
+    duckdb.DuckDBPyConnection
+]:
+    """Open the database file, retrying with jittered backoff while another process holds its lock."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?"
+        " ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
+    return dict(rows)
+
+
+def partition_frame(days: Sequence[date] | None, devices: Sequence[str] | None) -> pl.DataFrame:
+    """The key frame for a set of partitions; None for a dimension means the asset is not partitioned by it."""
+    columns = {}
+    if days is not None:
+        columns["day"] = pl.Series("day", list(days), dtype=pl.Date)
+    if devices is not None:
+        columns["device_id"] = pl.Series("device_id", [check_device_id(d) for d in devices], dtype=pl.String)
+    return pl.DataFrame(columns).unique(maintain_order=True)
+
+
+def _check_rows_inside(obj: pl.DataFrame, keys: pl.DataFrame, table: str) -> None:
+    key_cols = keys.columns
+    missing = [c for c in key_cols if c not in obj.columns]
+    if missing:
+        raise StorageError(f"table {table}: output lacks partition column(s) {missing}")
+    if "day" in key_cols and obj.schema["day"] != pl.Date:
+        raise StorageError(f"table {table}: column 'day' must be a Date, got {obj.schema['day']}")
+    stray = obj.select(key_cols).unique().join(keys, on=key_cols, how="anti")
+    if stray.height:
+        raise StorageError(
+            f"table {table}: output has rows for partitions outside this run's keys, e.g. {stray.row(0, named=True)}"
+        )
+
+
+def replace_partitions(
+    path: Path | str, schema: str, table: str, obj: pl.DataFrame, keys: pl.DataFrame | None
+) -> int:
+    """Atomically replace the rows of the given partitions (all rows when keys is None) with `obj`.
+
+    One transaction per call: a crash leaves either the old rows or the new rows, never half.
+    """
+    check_identifier(schema)
+    check_identifier(table)
+    if keys is not None:
+        _check_rows_inside(obj, keys, table)
+    qualified = f'"{schema}"."{table}"'
+    with connect(path) as con:
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        con.register("_itap_new", obj)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if not _table_exists(con, schema, table):
+                con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM _itap_new")
+            else:
+                existing = _table_columns(con, schema, table)
+                new_cols = [c for c in obj.columns if c not in existing]
+                if new_cols:
+                    types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM _itap_new").fetchall()}
+                    for col in new_cols:
+                        con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{col}" {types[col]}')
+                if keys is None:
+                    con.execute(f"DELETE FROM {qualified}")
+                else:
+                    con.register("_itap_keys", keys)
+                    cols = ", ".join(keys.columns)
+                    con.execute(f"DELETE FROM {qualified} WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys)")
+                con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _itap_new")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        ensure_views(con, schema, table)
+    return obj.height
+
+
+def ensure_views(con: duckdb.DuckDBPyConnection, schema: str, changed_table: str) -> None:
+    """(Re)create the operator views that read `changed_table`, once all the tables they read exist."""
+    for name, (tables, build) in VIEWS.items():
+        if changed_table not in tables or not all(_table_exists(con, schema, t) for t in tables):
+            continue
+        columns = {t: list(_table_columns(con, schema, t)) for t in tables}
+        con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{name}" AS {build(columns)}')
+
+
+def read_partitions(
+    path: Path | str, schema: str, table: str, keys: pl.DataFrame | None, *, columns: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """Rows of the given partitions (all rows when keys is None), ordered by partition and time."""
+    check_identifier(schema)
+    check_identifier(table)
+    with connect(path, read_only=False) as con:
+        if not _table_exists(con, schema, table):
+            raise StorageError(
+                f"table {schema}.{table} does not exist in {path}: materialize asset '{table}' first"
+            )
+        existing = _table_columns(con, schema, table)
+        select = "*"
+        if columns is not None:
+            unknown = [c for c in columns if c not in existing]
+            if unknown:
+                raise StorageError(f"table {schema}.{table} has no column(s) {unknown}")
+            select = ", ".join(f'"{c}"' for c in columns)
+        order = [c for c in ("device_id", "day", "ts") if c in existing]
+        order_sql = f" ORDER BY {', '.join(order)}" if order else ""
+        if keys is None:
+            return con.sql(f'SELECT {select} FROM "{schema}"."{table}"{order_sql}').pl()
+        if keys.height == 0:
+            return con.sql(f'SELECT {select} FROM "{schema}"."{table}" LIMIT 0').pl()
+        con.register("_itap_keys", keys)
+        cols = ", ".join(keys.columns)
+        return con.sql(
+            f'SELECT {select} FROM "{schema}"."{table}" WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys){order_sql}'
+        ).pl()
