@@ -3,11 +3,13 @@
 
 import dagster as dg
 
-from itap_assets.assets import ingest, validation
+from itap_assets.assets import alerts, evaluation, features, ingest, model, scoring, summaries, validation
 from itap_assets.jobs import JOBS
 from itap_assets.resources import default_resources
 
-all_assets = dg.load_assets_from_modules([ingest, validation])
+all_assets = dg.load_assets_from_modules(
+    [ingest, validation, features, model, scoring, summaries, alerts, evaluation]
+)
 
 defs = dg.Definitions(
     assets=all_assets,

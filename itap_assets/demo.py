@@ -41,6 +41,7 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 def run_pipeline(instance: dg.DagsterInstance, devices: list[str], days: list[str]) -> list[tuple[str, float]]:
     """One run per job, each over the whole range of its partitions."""
     from itap_assets.definitions import defs
+    from itap_assets.jobs import JOBS, PARTITIONING
 
     ranges = {
         "day_device": range_tags(f"{days[0]}|{devices[0]}", f"{days[-1]}|{devices[-1]}"),
@@ -49,11 +50,9 @@ def run_pipeline(instance: dg.DagsterInstance, devices: list[str], days: list[st
         "none": {},
     }
     timings = []
-    for job_def in defs.resolve_all_job_defs():
-        if job_def.name.startswith("__"):
-            continue
-        kind = job_def.metadata.get("itap/partitioning") if job_def.metadata else None
-        kind = kind.value if isinstance(kind, dg.TextMetadataValue) else kind or "day_device"
+    for job in JOBS:
+        job_def = defs.resolve_job_def(job.name)
+        kind = job.metadata[PARTITIONING]
         started = time.perf_counter()
         result = job_def.execute_in_process(instance=instance, tags=ranges[kind], raise_on_error=True)
         timings.append((job_def.name, time.perf_counter() - started))

@@ -1,15 +1,49 @@
-"""Asset jobs, one per partitioning: a run covers a whole range of partitions (single-run backfills)."""
+"""Asset jobs, one per partitioning: a run covers a whole range of partitions (single-run backfills).
+
+Run in this order for a fresh range: telemetry_job (day × device), training_job (device), scoring_job
+(day × device), then the fleet and evaluation jobs. `make demo` does exactly that.
+"""
 
 import dagster as dg
 
-from itap_assets.partitions import day_device_partitions
+from itap_assets.partitions import day_device_partitions, day_partitions, device_partitions
 
-# Everything partitioned by day × device up to and including features: one run per backfill range.
+PARTITIONING = "itap/partitioning"
+
 telemetry_job = dg.define_asset_job(
     "telemetry_job",
-    selection=dg.AssetSelection.assets("raw_telemetry", "validated", "quarantine"),
+    selection=dg.AssetSelection.assets("raw_telemetry", "validated", "quarantine", "features"),
     partitions_def=day_device_partitions,
     description="Ingest, validate and featurize a range of days × devices in one run.",
+    metadata={PARTITIONING: "day_device"},
+)
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets("model"),
+    partitions_def=device_partitions,
+    description="Train a new model version for a range of devices from their baseline windows.",
+    metadata={PARTITIONING: "device"},
+)
+scoring_job = dg.define_asset_job(
+    "scoring_job",
+    selection=dg.AssetSelection.assets("scores", "explanations", "device_summaries", "alerts"),
+    partitions_def=day_device_partitions,
+    description="Score, explain and alert a range of days × devices in one run.",
+    metadata={PARTITIONING: "day_device"},
 )
 
-JOBS = [telemetry_job]
+fleet_job = dg.define_asset_job(
+    "fleet_job",
+    selection=dg.AssetSelection.assets("fleet_summary"),
+    partitions_def=day_partitions,
+    description="Rank the fleet for a range of days.",
+    metadata={PARTITIONING: "day"},
+)
+evaluation_job = dg.define_asset_job(
+    "evaluation_job",
+    selection=dg.AssetSelection.assets("detection_metrics"),
+    description="Measure detection, root cause and alerts against the labels.",
+    metadata={PARTITIONING: "none"},
+)
+
+JOBS = [telemetry_job, training_job, scoring_job, fleet_job, evaluation_job]

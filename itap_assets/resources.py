@@ -3,12 +3,22 @@
 
 from datetime import date
 
+import os
+
 import dagster as dg
 import polars as pl
+from pydantic import model_validator
 
 from itap_assets import storage
 from itap_assets.partitions import DAY, DEVICE
-from itap_assets.settings import Settings, config_path, db_path, load_settings
+from itap_assets.core.rules import AlertRulesConfig, load_alert_rules
+from itap_assets.settings import PROJECT_ROOT, Settings, config_path, db_path, load_settings
+
+EVENT_FAMILIES = ("State", "DataQuality")
+
+
+def alert_rules_path() -> str:
+    return os.environ.get("ITAP_ALERT_RULES", str(PROJECT_ROOT / "configs" / "alert_rules.yaml"))
 
 DUCKDB_POOL = "itap_duckdb"
 # Tables live in the main schema of data/itap.duckdb, so `itap.<table>` resolves through the catalog name
@@ -68,6 +78,22 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
         return storage.read_partitions(self.database, self.db_schema, table, keys)
 
 
+class Warehouse(dg.ConfigurableResource):
+    """Direct reads of the DuckDB file for steps whose inputs are not a partition mapping: a model reads only its
+    training window, evaluation reads whole tables."""
+
+    database: str
+    db_schema: str = DB_SCHEMA
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        with storage.connect(self.database) as con:
+            return con.sql(sql, params=params or None).pl()
+
+    def has_table(self, table: str) -> bool:
+        with storage.connect(self.database) as con:
+            return storage.table_exists(con, self.db_schema, storage.check_identifier(table))
+
+
 class ItapConfig(dg.ConfigurableResource):
     """The validated `configs/itap.yaml` (path from ITAP_CONFIG)."""
 
@@ -78,8 +104,35 @@ class ItapConfig(dg.ConfigurableResource):
         return load_settings(self.path)
 
 
+def known_families(settings: Settings) -> list[str]:
+    return sorted(set(settings.sensor_families.values()) | set(EVENT_FAMILIES))
+
+
+class AlertRules(dg.ConfigurableResource):
+    """`configs/alert_rules.yaml` (path from ITAP_ALERT_RULES), validated when the Definitions load.
+
+    The check runs in a pydantic validator, so `dagster definitions validate` and the UI reject a bad rule file
+    with a message naming file, rule and field, instead of failing later inside a run.
+    """
+
+    path: str
+    config_path: str
+
+    @model_validator(mode="after")
+    def _validate_file(self) -> "AlertRules":
+        self.rules  # noqa: B018 - loading is the validation
+        return self
+
+    @property
+    def rules(self) -> AlertRulesConfig:
+        return load_alert_rules(self.path, known_families(load_settings(self.config_path)))
+
+
 def default_resources() -> dict[str, object]:
+    """Resources for the project's Definitions; paths come from the environment, resolved here, once."""
     return {
         "io_manager": DuckDBPolarsIOManager(database=str(db_path())),
+        "warehouse": Warehouse(database=str(db_path())),
         "itap_config": ItapConfig(path=str(config_path())),
+        "alert_rules": AlertRules(path=alert_rules_path(), config_path=str(config_path())),
     }

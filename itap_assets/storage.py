@@ -74,7 +74,7 @@ def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOC
         con.close()
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     return bool(
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
@@ -133,7 +133,7 @@ def replace_partitions(
         con.register("_itap_new", obj)
         con.execute("BEGIN TRANSACTION")
         try:
-            if not _table_exists(con, schema, table):
+            if not table_exists(con, schema, table):
                 con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM _itap_new")
             else:
                 existing = _table_columns(con, schema, table)
@@ -160,7 +160,7 @@ def replace_partitions(
 def ensure_views(con: duckdb.DuckDBPyConnection, schema: str, changed_table: str) -> None:
     """(Re)create the operator views that read `changed_table`, once all the tables they read exist."""
     for name, (tables, build) in VIEWS.items():
-        if changed_table not in tables or not all(_table_exists(con, schema, t) for t in tables):
+        if changed_table not in tables or not all(table_exists(con, schema, t) for t in tables):
             continue
         columns = {t: list(_table_columns(con, schema, t)) for t in tables}
         con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{name}" AS {build(columns)}')
@@ -173,7 +173,7 @@ def read_partitions(
     check_identifier(schema)
     check_identifier(table)
     with connect(path, read_only=False) as con:
-        if not _table_exists(con, schema, table):
+        if not table_exists(con, schema, table):
             raise StorageError(
                 f"table {schema}.{table} does not exist in {path}: materialize asset '{table}' first"
             )

@@ -38,7 +38,36 @@ FROM v FULL OUTER JOIN q USING (day, device_id)
 ORDER BY day, device_id"""
 
 
+def alerts_view(cols: Columns) -> str:
+    """The alert feed: one row per incident (an incident spanning midnight is stored on both days; its latest
+    state wins), newest first."""
+    return """
+SELECT * EXCLUDE (_latest) FROM (
+  SELECT *, row_number() OVER (PARTITION BY alert_id ORDER BY end_ts DESC, day DESC) AS _latest FROM alerts
+) WHERE _latest = 1
+ORDER BY start_ts DESC, device_id"""
+
+
+def device_health(cols: Columns) -> str:
+    """Each device's latest day: health, its change, what dominates, and its active alerts that day."""
+    return """
+WITH latest AS (
+  SELECT * FROM device_summaries QUALIFY row_number() OVER (PARTITION BY device_id ORDER BY day DESC) = 1
+), active AS (
+  SELECT device_id, day, count(*) AS active_alerts,
+         count(*) FILTER (WHERE severity = 'CRITICAL') AS critical_alerts
+  FROM alerts WHERE suppressed_by IS NULL GROUP BY ALL
+)
+SELECT rank() OVER (ORDER BY l.health, l.device_id) AS rank, l.device_id, l.day, l.health, l.health_change,
+       l.flagged, l.flagged_share, l.max_score, l.dominant_family, l.top_features,
+       coalesce(a.active_alerts, 0) AS active_alerts, coalesce(a.critical_alerts, 0) AS critical_alerts
+FROM latest l LEFT JOIN active a USING (device_id, day)
+ORDER BY rank"""
+
+
 # view name -> (tables it reads, SQL builder)
 VIEWS: dict[str, tuple[tuple[str, ...], Callable[[Columns], str]]] = {
     "v_data_quality": (("validated", "quarantine"), data_quality),
+    "v_alerts": (("alerts",), alerts_view),
+    "v_device_health": (("device_summaries", "alerts"), device_health),
 }

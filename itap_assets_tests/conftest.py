@@ -13,7 +13,7 @@ import yaml
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from itap_assets import storage
-from itap_assets.resources import DB_SCHEMA, DuckDBPolarsIOManager, ItapConfig
+from itap_assets.resources import DB_SCHEMA, AlertRules, DuckDBPolarsIOManager, ItapConfig, Warehouse, alert_rules_path
 from itap_assets.settings import Settings, load_settings
 
 
@@ -29,6 +29,7 @@ class Pipeline:
     config_path: Path
     db_path: Path
     instance: dg.DagsterInstance
+    rules_path: str | None = None
 
     @property
     def settings(self) -> Settings:
@@ -37,7 +38,9 @@ class Pipeline:
     def resources(self) -> dict[str, Any]:
         return {
             "io_manager": DuckDBPolarsIOManager(database=str(self.db_path)),
+            "warehouse": Warehouse(database=str(self.db_path)),
             "itap_config": ItapConfig(path=str(self.config_path)),
+            "alert_rules": AlertRules(path=self.rules_path or alert_rules_path(), config_path=str(self.config_path)),
         }
 
     def register(self, *devices: str) -> None:

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.validation import REASONS, contract_failures, split_telemetry
 from itap_assets.partitions import day_device_partitions
 from itap_assets.resources import DUCKDB_POOL, ItapConfig
@@ -49,16 +50,6 @@ def _per_partition(raw: pl.DataFrame, validated: pl.DataFrame, quarantine: pl.Da
         )
     )
     return table.sort(PARTITION)
-
-
-def _markdown(frame: pl.DataFrame, limit: int = 10) -> str:
-    if frame.height == 0:
-        return "_none_"
-    shown = frame.head(limit).with_columns(pl.all().cast(pl.String))
-    header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
-    rows = "\n".join("| " + " | ".join(str(v) for v in row) + " |" for row in shown.iter_rows())
-    more = f"\n\n… {frame.height - limit} more" if frame.height > limit else ""
-    return header + rows + more
 
 
 @dg.multi_asset(
@@ -109,7 +100,7 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
         metadata={
             "rows": quarantine.height,
             "by_reason": dg.MetadataValue.json(reason_counts),
-            "examples": dg.MetadataValue.md(_markdown(quarantine.select("device_id", "ts", "reason", "detail"))),
+            "examples": dg.MetadataValue.md(markdown_table(quarantine.select("device_id", "ts", "reason", "detail"))),
         },
     )
 
@@ -128,12 +119,12 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
         description="; ".join(problems) or "structure sound, quarantine within limit",
         metadata={
             "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "_none_"),
-            "partitions_over_limit": dg.MetadataValue.md(_markdown(over_limit)),
+            "partitions_over_limit": dg.MetadataValue.md(markdown_table(over_limit)),
             "max_quarantine_share": rules.max_quarantine_share,
             "quarantined_by_reason": dg.MetadataValue.json(reason_counts),
             "reason_codes": dg.MetadataValue.json({k: REASONS[k] for k in reason_counts}),
             "example_failures": dg.MetadataValue.md(
-                _markdown(quarantine.filter(pl.col("reason") != "duplicate_exact")
+                markdown_table(quarantine.filter(pl.col("reason") != "duplicate_exact")
                           .select("device_id", "ts", "reason", "detail"))
             ),
         },
@@ -148,7 +139,7 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
             "raw_rows": raw_telemetry.height,
             "validated_rows": validated.height,
             "quarantined_rows": quarantine.height,
-            "partitions_unaccounted": dg.MetadataValue.md(_markdown(unaccounted)),
+            "partitions_unaccounted": dg.MetadataValue.md(markdown_table(unaccounted)),
         },
     )
 
@@ -157,7 +148,7 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
         check_name="telemetry_contract",
         passed=failures.height == 0,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"failure_cases": dg.MetadataValue.md(_markdown(failures))},
+        metadata={"failure_cases": dg.MetadataValue.md(markdown_table(failures))},
     )
 
     high_missing = {s: round(v or 0.0, 5) for s, v in missing.items() if (v or 0.0) > rules.max_missing_rate}
@@ -179,6 +170,6 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "rows": violations.height,
-            "examples": dg.MetadataValue.md(_markdown(violations.select("device_id", "ts", "reason", "detail"))),
+            "examples": dg.MetadataValue.md(markdown_table(violations.select("device_id", "ts", "reason", "detail"))),
         },
     )

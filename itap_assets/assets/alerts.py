@@ -1,0 +1,61 @@
+"""alerts: flagged, explained points become few routed incidents through the YAML rules."""
+
+from datetime import datetime, time
+
+import dagster as dg
+import polars as pl
+
+from itap_assets.assets.features import own_partitions
+from itap_assets.assets.metadata import markdown_table
+from itap_assets.core.rules import evaluate_alerts
+from itap_assets.partitions import day_device_pairs, day_device_partitions, with_previous_day
+from itap_assets.resources import DUCKDB_POOL, AlertRules
+
+ALERT_COLUMNS = [
+    "alert_id", "device_id", "day", "start_ts", "end_ts", "severity", "rule_name", "cause", "route", "confidence",
+    "max_score", "n_events", "families", "top_features", "action", "suppressed_by", "tag",
+]
+
+
+def rule_points(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl.DataFrame:
+    """What the rule engine reads: each point's score relative to its threshold (1.0 = at the threshold) and,
+    for flagged points, the explanation. Ground-truth labels never reach the rules."""
+    return scores.select(
+        "ts", "device_id", (pl.col("score") / pl.col("threshold")).alias("score"), "is_anomaly"
+    ).filter("is_anomaly").join(
+        explanations.select("ts", "device_id", "top_family", "family_pct", "top_features"),
+        on=["device_id", "ts"], how="left",
+    ).with_columns(pl.lit(None, dtype=pl.String).alias("tag"))
+
+
+@dg.asset(
+    partitions_def=day_device_partitions,
+    ins={"scores": dg.AssetIn(partition_mapping=with_previous_day),
+         "explanations": dg.AssetIn(partition_mapping=with_previous_day)},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=DUCKDB_POOL,
+    group_name="report",
+    kinds={"duckdb"},
+)
+def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
+           alert_rules: AlertRules) -> pl.DataFrame:
+    """One row per incident: what happened (cause), how bad (severity, max score relative to the threshold),
+    why (families, top features), who owns it (route) and what to do (action). An incident belongs to the day
+    its latest event falls on; one spanning midnight keeps its alert_id (itap.v_alerts shows its latest state)."""
+    first_day = min(day for day, _ in day_device_pairs(context.partition_keys))
+    found = evaluate_alerts(rule_points(scores, explanations), alert_rules.rules,
+                            window_start=datetime.combine(first_day, time.min))
+    out = own_partitions(context, found.with_columns(pl.col("end_ts").dt.date().alias("day")).select(ALERT_COLUMNS))
+    active = out.filter(pl.col("suppressed_by").is_null())
+    context.add_output_metadata(
+        {
+            "alerts": out.height,
+            "active": active.height,
+            "critical": int((active["severity"] == "CRITICAL").sum()),
+            "flagged_points": int(scores["is_anomaly"].sum()),
+            "feed": dg.MetadataValue.md(markdown_table(
+                active.sort("start_ts").select("severity", "start_ts", "device_id", "cause", "route", "confidence",
+                                               "n_events"), limit=20)),
+        }
+    )
+    return out

@@ -1,0 +1,79 @@
+"""detection_metrics: how good detection, root cause and alerts are, measured against labels when they exist.
+
+Labels (`fault_tag`/`fault_id`) are read here and nowhere else downstream of validation.
+"""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import polars as pl
+
+from itap_assets.assets.metadata import markdown_table
+from itap_assets.core.metrics import (
+    alert_quality,
+    detection_metrics as point_metrics,
+    fault_episodes,
+    fault_free_device_days,
+    metrics_frame,
+    root_cause_accuracy,
+)
+from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
+
+HEADLINE = [
+    ("detection.critical_episode_recall", "all"),
+    ("detection.false_alarm_rate", "all"),
+    ("detection.roc_auc", "all"),
+    ("detection.pr_auc", "all"),
+    ("root_cause.accuracy", "all"),
+    ("alerts.critical_episode_alert_recall", "all"),
+    ("alerts.alert_precision", "all"),
+    ("alerts.alerts_per_fault_free_device_day", "all"),
+    ("alerts.alerts_per_flagged_point", "all"),
+]
+
+
+def evaluate(scored: pl.DataFrame, explained: pl.DataFrame, alert_rows: pl.DataFrame, sensors: dict) -> pl.DataFrame:
+    """All figures as one long table (metric, scope, value)."""
+    episodes = fault_episodes(scored.filter(~pl.col("in_training")), list(sensors))
+    detection = point_metrics(scored)
+    root = root_cause_accuracy(explained, sensors, episodes)
+    free_days = fault_free_device_days(scored)
+    quality = alert_quality(alert_rows, episodes, free_days, int(scored.filter(~pl.col("in_training"))["is_anomaly"].sum()))
+    return pl.concat([metrics_frame(detection, "detection"), metrics_frame(root, "root_cause"),
+                      metrics_frame(quality, "alerts")])
+
+
+@dg.asset(
+    deps=["scores", "explanations", "alerts", "validated"],
+    pool=DUCKDB_POOL,
+    group_name="report",
+    kinds={"scikitlearn", "duckdb"},
+)
+def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
+                      itap_config: ItapConfig) -> pl.DataFrame:
+    """Point, episode, root-cause and alert-quality figures against the labels (training rows left out). Empty
+    when the telemetry carries no labels."""
+    sensors = itap_config.settings.sensor_families
+    labels = "v.fault_tag, v.fault_id"
+    sensor_cols = ", ".join(f'v."{s}"' for s in sensors)
+    scored = warehouse.query(
+        f"SELECT s.*, {labels}, {sensor_cols} FROM scores s JOIN validated v USING (device_id, day, ts)"
+    )
+    if scored["fault_id"].null_count() == scored.height:
+        context.log.info("no labelled rows: nothing to evaluate")
+        return pl.DataFrame(schema={"metric": pl.String, "scope": pl.String, "value": pl.Float64,
+                                    "computed_at": pl.Datetime("us")})
+    explained = warehouse.query(
+        f"SELECT e.*, s.in_training, s.is_anomaly, {labels} FROM explanations e "
+        "JOIN scores s USING (device_id, day, ts) JOIN validated v USING (device_id, day, ts)"
+    )
+    alert_rows = warehouse.query("SELECT * FROM v_alerts") if warehouse.has_table("v_alerts") else \
+        warehouse.query("SELECT * FROM alerts")
+    out = evaluate(scored, explained, alert_rows, sensors).with_columns(
+        pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("computed_at"))
+    head = out.filter(pl.struct("metric", "scope").is_in([{"metric": m, "scope": s} for m, s in HEADLINE]))
+    context.add_output_metadata({
+        "headline": dg.MetadataValue.md(markdown_table(head.select("metric", "value"), limit=20)),
+        **{m: float(v) for m, s, v in head.select("metric", "scope", "value").iter_rows() if v is not None},
+    })
+    return out

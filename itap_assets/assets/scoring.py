@@ -1,0 +1,96 @@
+"""scores and explanations: each device's rows scored by that device's newest model, flagged points explained
+by the same model."""
+
+import dagster as dg
+import polars as pl
+
+from itap_assets.assets.features import own_partitions
+from itap_assets.assets.metadata import markdown_table
+from itap_assets.core.explain import root_cause_family_map
+from itap_assets.core.features import feature_registry
+from itap_assets.core.scoring import EXPLANATIONS_SCHEMA, SCORES_SCHEMA, explain_device, latest_models, load_detector, score_device
+from itap_assets.partitions import day_device_partitions, device_of_day
+from itap_assets.resources import DUCKDB_POOL, ItapConfig
+
+MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
+
+
+def _models_for(frame: pl.DataFrame, model: pl.DataFrame) -> dict[str, dict]:
+    """The newest model of every device in `frame`; a device without one is a clear error."""
+    latest = latest_models(model)
+    missing = sorted(set(frame["device_id"].unique()) - set(latest))
+    if missing:
+        raise ValueError(f"no model for device(s) {missing}: materialize asset 'model' for them first")
+    return latest
+
+
+@dg.asset(
+    partitions_def=day_device_partitions,
+    ins={"model": MODEL_INPUT},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=DUCKDB_POOL,
+    group_name="detect",
+    kinds={"scikitlearn", "duckdb"},
+)
+def scores(context: dg.AssetExecutionContext, features: pl.DataFrame, model: pl.DataFrame) -> pl.DataFrame:
+    """Calibrated anomaly score per point (higher = more anomalous; -log10 of the point's tail probability under
+    the device's own baseline), its label-free threshold, the smoothed flag and the model version used."""
+    latest = _models_for(features, model)
+    parts = [
+        score_device(rows, latest[device], load_detector(latest[device]))
+        for (device,), rows in features.partition_by("device_id", as_dict=True, maintain_order=True).items()
+    ]
+    out = pl.concat(parts) if parts else pl.DataFrame(schema=SCORES_SCHEMA)
+    per_device = out.group_by("device_id").agg(
+        pl.len().alias("points"), pl.col("is_anomaly").sum().alias("flagged"),
+        pl.col("score").max().round(2).alias("max_score"), pl.col("model_version").first(),
+    ).sort("device_id")
+    context.add_output_metadata(
+        {
+            "rows": out.height,
+            "flagged": int(out["is_anomaly"].sum()) if out.height else 0,
+            "flagged_share": float(out["is_anomaly"].mean()) if out.height else 0.0,
+            "per_device": dg.MetadataValue.md(markdown_table(per_device, limit=100)),
+        }
+    )
+    return out
+
+
+@dg.asset(
+    partitions_def=day_device_partitions,
+    ins={"model": MODEL_INPUT},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=DUCKDB_POOL,
+    group_name="detect",
+    kinds={"duckdb"},
+)
+def explanations(
+    context: dg.AssetExecutionContext,
+    scores: pl.DataFrame,
+    features: pl.DataFrame,
+    model: pl.DataFrame,
+    itap_config: ItapConfig,
+) -> pl.DataFrame:
+    """For every flagged point: the flagging model's per-feature attribution as family percentages (sum 100)
+    and the top-5 features. Sensor-specific data-quality features count toward their sensor's family."""
+    settings = itap_config.settings
+    families = root_cause_family_map(feature_registry(settings.sensor_families, settings.features.windows),
+                                     settings.sensor_families)
+    flagged = scores.filter("is_anomaly").select("ts", "day", "device_id", "score")
+    rows = flagged.join(features, on=["device_id", "ts", "day"], how="left")
+    latest = _models_for(rows, model) if rows.height else {}
+    parts = [
+        explain_device(device_rows, load_detector(latest[device]), families)
+        for (device,), device_rows in rows.partition_by("device_id", as_dict=True, maintain_order=True).items()
+    ]
+    out = own_partitions(context, pl.concat(parts)) if parts else pl.DataFrame(schema=EXPLANATIONS_SCHEMA)
+    counts = out.group_by("top_family").len().sort("len", descending=True)
+    context.add_output_metadata(
+        {
+            "explained_points": out.height,
+            "top_family_counts": dg.MetadataValue.json(dict(zip(counts["top_family"].cast(pl.String).fill_null("none"),
+                                                                counts["len"]))),
+            "examples": dg.MetadataValue.md(markdown_table(out.sort("score", descending=True), limit=5)),
+        }
+    )
+    return out

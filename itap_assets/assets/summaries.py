@@ -1,0 +1,55 @@
+"""device_summaries (day × device) and fleet_summary (day): what a shift lead reads first."""
+
+import dagster as dg
+import polars as pl
+
+from itap_assets.assets.features import own_partitions
+from itap_assets.assets.metadata import markdown_table
+from itap_assets.core.summaries import device_day_summaries, fleet_day_summary
+from itap_assets.partitions import DAY, day_device_partitions, day_partitions, with_previous_day
+from itap_assets.resources import DUCKDB_POOL
+
+ALL_DEVICES_OF_DAY = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DAY)
+
+
+@dg.asset(
+    partitions_def=day_device_partitions,
+    ins={"scores": dg.AssetIn(partition_mapping=with_previous_day),
+         "explanations": dg.AssetIn(partition_mapping=with_previous_day)},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=DUCKDB_POOL,
+    group_name="report",
+    kinds={"duckdb"},
+)
+def device_summaries(context: dg.AssetExecutionContext, scores: pl.DataFrame,
+                     explanations: pl.DataFrame) -> pl.DataFrame:
+    """Per device and day: points scored, flagged count and share, mean/p95/max score, dominant families, top
+    features, a 0–100 health score and its change against the previous day."""
+    out = own_partitions(context, device_day_summaries(scores, explanations))
+    context.add_output_metadata(
+        {
+            "rows": out.height,
+            "worst": dg.MetadataValue.md(markdown_table(
+                out.sort("health").select("day", "device_id", "health", "health_change", "flagged",
+                                          "dominant_family"), limit=10)),
+        }
+    )
+    return out
+
+
+@dg.asset(
+    partitions_def=day_partitions,
+    ins={"device_summaries": dg.AssetIn(partition_mapping=ALL_DEVICES_OF_DAY),
+         "alerts": dg.AssetIn(partition_mapping=ALL_DEVICES_OF_DAY)},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=DUCKDB_POOL,
+    group_name="report",
+    kinds={"duckdb"},
+)
+def fleet_summary(context: dg.AssetExecutionContext, device_summaries: pl.DataFrame,
+                  alerts: pl.DataFrame) -> pl.DataFrame:
+    """Per day: devices ranked by health (worst first), counts per dominant family and per alert cause."""
+    out = fleet_day_summary(device_summaries, alerts)
+    context.add_output_metadata({"days": out.height, "summary": dg.MetadataValue.md(markdown_table(
+        out.select("day", "devices", "mean_health", "worst_device", "alerts", "critical_alerts")))})
+    return out

@@ -1,0 +1,127 @@
+"""Device-day and fleet-day summaries: how bad, what kind, better or worse than yesterday.
+
+Health (0–100) is deliberately simple enough to explain on a shift handover:
+`100 − 50·min(1, flagged_share / 5%) − 50·min(1, (max_score / threshold − 1) / 2)`:
+half the points for how much of the day was anomalous, half for how far the worst point went past its threshold
+(3× the threshold or more costs the whole half).
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+FLAGGED_SHARE_FOR_ZERO = 0.05
+EXCESS_FOR_ZERO = 2.0
+
+DEVICE_SUMMARY_SCHEMA = {
+    "day": pl.Date,
+    "device_id": pl.String,
+    "points": pl.Int64,
+    "flagged": pl.Int64,
+    "flagged_share": pl.Float64,
+    "mean_score": pl.Float64,
+    "p95_score": pl.Float64,
+    "max_score": pl.Float64,
+    "threshold": pl.Float64,
+    "dominant_family": pl.String,
+    "dominant_families": pl.String,
+    "top_features": pl.String,
+    "health": pl.Float64,
+    "health_change": pl.Float64,
+}
+
+
+def health_expr(flagged_share: pl.Expr, max_score: pl.Expr, threshold: pl.Expr) -> pl.Expr:
+    burden = pl.min_horizontal(flagged_share / FLAGGED_SHARE_FOR_ZERO, pl.lit(1.0))
+    excess = pl.min_horizontal(pl.max_horizontal(max_score / threshold - 1.0, pl.lit(0.0)) / EXCESS_FOR_ZERO,
+                               pl.lit(1.0))
+    return (100.0 - 50.0 * burden - 50.0 * excess.fill_null(0.0)).round(1)
+
+
+def _mean_json_shares(frame: pl.DataFrame, column: str, *, pairs: bool) -> pl.DataFrame:
+    """Mean percent per key over each device-day's explained points, from JSON objects or [key, pct] lists."""
+    rows = []
+    for day, device, text in frame.select("day", "device_id", column).iter_rows():
+        if text is None:
+            continue
+        items = json.loads(text)
+        for key, pct in (items if pairs else items.items()):
+            rows.append((day, device, key, float(pct)))
+    schema = {"day": pl.Date, "device_id": pl.String, "key": pl.String, "pct": pl.Float64}
+    long = pl.DataFrame(rows, schema=schema, orient="row")
+    counts = frame.group_by("day", "device_id").agg(pl.len().alias("n"))
+    return (
+        long.group_by("day", "device_id", "key").agg(pl.col("pct").sum())
+        .join(counts, on=["day", "device_id"])
+        .with_columns((pl.col("pct") / pl.col("n")).round(2).alias("pct"))
+        .sort("day", "device_id", "pct", "key", descending=[False, False, True, False])
+    )
+
+
+def _as_json(long: pl.DataFrame, name: str, top: int, *, pairs: bool) -> pl.DataFrame:
+    grouped = long.group_by("day", "device_id", maintain_order=True).agg(pl.col("key").head(top),
+                                                                         pl.col("pct").head(top))
+    text = [
+        json.dumps([[k, p] for k, p in zip(keys, pcts)] if pairs else dict(zip(keys, pcts)))
+        for keys, pcts in zip(grouped["key"].to_list(), grouped["pct"].to_list())
+    ]
+    return grouped.select("day", "device_id", pl.Series(name, text, dtype=pl.String),
+                          pl.col("key").list.first().alias(f"{name}_first"))
+
+
+def device_day_summaries(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl.DataFrame:
+    """One row per (day, device): volume, score statistics, dominant families, top features, health and its change
+    against the device's previous day (NULL when that day is not in `scores`)."""
+    base = scores.group_by("day", "device_id").agg(
+        pl.len().cast(pl.Int64).alias("points"),
+        pl.col("is_anomaly").sum().cast(pl.Int64).alias("flagged"),
+        pl.col("is_anomaly").mean().alias("flagged_share"),
+        pl.col("score").mean().alias("mean_score"),
+        pl.col("score").quantile(0.95).alias("p95_score"),
+        pl.col("score").max().alias("max_score"),
+        pl.col("threshold").last().alias("threshold"),
+    )
+    families = _as_json(_mean_json_shares(explanations, "family_pct", pairs=False), "dominant_families", 3,
+                        pairs=False).rename({"dominant_families_first": "dominant_family"})
+    features = _as_json(_mean_json_shares(explanations, "top_features", pairs=True), "top_features", 5,
+                        pairs=True).drop("top_features_first")
+    out = (
+        base.join(families, on=["day", "device_id"], how="left")
+        .join(features, on=["day", "device_id"], how="left")
+        .with_columns(health_expr(pl.col("flagged_share"), pl.col("max_score"), pl.col("threshold")).alias("health"))
+        .sort("device_id", "day")
+    )
+    previous = out.select(pl.col("day").dt.offset_by("1d"), "device_id", pl.col("health").alias("_prev"))
+    out = out.join(previous, on=["day", "device_id"], how="left").with_columns(
+        (pl.col("health") - pl.col("_prev")).alias("health_change")
+    )
+    return out.select(list(DEVICE_SUMMARY_SCHEMA)).cast(DEVICE_SUMMARY_SCHEMA)
+
+
+def fleet_day_summary(device_summaries: pl.DataFrame, alerts: pl.DataFrame) -> pl.DataFrame:
+    """One row per day: devices ranked by health (worst first), counts per dominant family and per alert cause."""
+    rows = []
+    for (day,), devs in device_summaries.sort("health", "device_id").partition_by("day", as_dict=True).items():
+        day_alerts = alerts.filter((pl.col("day") == day) & pl.col("suppressed_by").is_null())
+        fam = devs.filter(pl.col("flagged") > 0)["dominant_family"].drop_nulls().value_counts(sort=True)
+        tags = day_alerts["tag"].fill_null("untagged").value_counts(sort=True)
+        rows.append(
+            {
+                "day": day,
+                "devices": devs.height,
+                "mean_health": round(float(devs["health"].mean()), 1),
+                "devices_below_50": int((devs["health"] < 50).sum()),
+                "worst_device": devs["device_id"][0],
+                "ranking": json.dumps([[d, h] for d, h in zip(devs["device_id"], devs["health"])]),
+                "dominant_family_counts": json.dumps(dict(zip(fam["dominant_family"], fam["count"]))),
+                "alerts": day_alerts.height,
+                "critical_alerts": int((day_alerts["severity"] == "CRITICAL").sum()),
+                "alert_cause_counts": json.dumps(dict(zip(tags["tag"], tags["count"]))),
+            }
+        )
+    schema = {"day": pl.Date, "devices": pl.Int64, "mean_health": pl.Float64, "devices_below_50": pl.Int64,
+              "worst_device": pl.String, "ranking": pl.String, "dominant_family_counts": pl.String,
+              "alerts": pl.Int64, "critical_alerts": pl.Int64, "alert_cause_counts": pl.String}
+    return pl.DataFrame(rows, schema=schema).sort("day")
