@@ -1,11 +1,12 @@
 """The one Definitions object: assets, checks, resources, jobs, schedules and sensors of ITAP."""
 
-
 import dagster as dg
 
 from itap_assets.assets import alerts, evaluation, features, ingest, model, scoring, summaries, validation
-from itap_assets.jobs import JOBS
+from itap_assets.jobs import ALL_JOBS
 from itap_assets.resources import default_resources
+from itap_assets.schedules import SCHEDULES
+from itap_assets.sensors import SENSORS
 
 all_assets = dg.load_assets_from_modules(
     [ingest, validation, features, model, scoring, summaries, alerts, evaluation]
@@ -14,6 +15,8 @@ all_assets = dg.load_assets_from_modules(
 defs = dg.Definitions(
     assets=all_assets,
     resources=default_resources(),
-    jobs=JOBS,
+    jobs=ALL_JOBS,
+    schedules=SCHEDULES,
+    sensors=SENSORS,
     executor=dg.in_process_executor,
 )

@@ -5,16 +5,16 @@ Runs go into the project's Dagster instance (DAGSTER_HOME, default .dagster/), s
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from itap_assets import storage
 from itap_assets.core.simulator import device_ids, simulated_days
-from itap_assets.partitions import DEVICE
+from itap_assets.partitions import DEVICE, range_tags
 from itap_assets.resources import DB_SCHEMA
 from itap_assets.settings import PROJECT_ROOT, Settings, db_path, load_settings
 
@@ -32,10 +32,6 @@ def register_devices(instance: dg.DagsterInstance, devices: list[str]) -> list[s
     if new:
         instance.add_dynamic_partitions(DEVICE, new)
     return new
-
-
-def range_tags(first: str, last: str) -> dict[str, str]:
-    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
 def run_pipeline(instance: dg.DagsterInstance, devices: list[str], days: list[str]) -> list[tuple[str, float]]:
@@ -71,6 +67,52 @@ def table_counts(path: str) -> list[tuple[str, int]]:
         return [(t, con.execute(f'SELECT count(*) FROM {DB_SCHEMA}."{t}"').fetchone()[0]) for (t,) in tables]
 
 
+def print_report(path: str) -> None:
+    """The alert feed, the strongest explained anomalies and the quality figures, as an operator reads them."""
+    with storage.connect(path) as con:
+        def rows(sql: str) -> list[tuple]:
+            return con.execute(sql).fetchall()
+
+        feed = rows(
+            "SELECT severity, start_ts, end_ts, device_id, cause, route, confidence, max_score, n_events, families "
+            "FROM v_alerts WHERE suppressed_by IS NULL ORDER BY start_ts"
+        ) if storage.table_exists(con, DB_SCHEMA, "v_alerts") else []
+        print(f"\nAlert feed ({len(feed)} active incidents):")
+        for sev, start, end, dev, cause, route, conf, score, n, fams in feed:
+            top = ", ".join(f"{k} {v:.0f}%" for k, v in list(json.loads(fams or "{}").items())[:2])
+            print(f"  {sev:<8} | {start:%Y-%m-%d %H:%M} → {end:%H:%M} | {dev} | {cause} | confidence {conf:.2f} | "
+                  f"x{score:.1f} threshold | {n} events | → {route} | {top}")
+        if storage.table_exists(con, DB_SCHEMA, "explanations"):
+            print("\nStrongest explained anomalies:")
+            for dev, ts, score, fams, feats in rows(
+                "SELECT device_id, ts, score, family_pct, top_features FROM explanations "
+                "WHERE family_pct IS NOT NULL ORDER BY score DESC LIMIT 3"
+            ):
+                print(f"  {dev} at {ts:%Y-%m-%d %H:%M:%S}  score {score:.2f}")
+                print("    families: " + ", ".join(f"{k} {v:.1f}%" for k, v in json.loads(fams).items()))
+                print("    top features: " + ", ".join(f"{k} {v:.1f}%" for k, v in json.loads(feats)))
+        if storage.table_exists(con, DB_SCHEMA, "detection_metrics"):
+            print("\nQuality against the simulator's labels (training days left out):")
+            for metric, value in rows(
+                "SELECT metric, value FROM detection_metrics WHERE scope = 'all' AND metric IN ("
+                + ", ".join(f"'{m}'" for m in REPORTED_METRICS) + ") ORDER BY metric"
+            ):
+                print(f"  {metric:<48} {'n/a' if value is None else f'{value:.3f}'}")
+
+
+REPORTED_METRICS = (
+    "detection.critical_episode_recall",
+    "detection.episode_recall",
+    "detection.false_alarm_rate",
+    "detection.roc_auc",
+    "root_cause.accuracy",
+    "alerts.critical_episode_alert_recall",
+    "alerts.alert_precision",
+    "alerts.alerts_per_fault_free_device_day",
+    "alerts.alerts_per_flagged_point",
+)
+
+
 def main() -> None:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
@@ -86,6 +128,7 @@ def main() -> None:
     print("\nRows per table:")
     for table, rows in table_counts(str(db_path())):
         print(f"  itap.{table:<20} {rows:>10,}")
+    print_report(str(db_path()))
     print("\nOpen the UI with `make ui` (http://127.0.0.1:3000), or query the file: "
           f"duckdb {db_path()} \"SELECT * FROM itap.v_data_quality\"")
 

@@ -4,6 +4,7 @@
 from datetime import date
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from itap_assets.settings import load_settings
 
@@ -42,3 +43,12 @@ def split_key(key: str) -> tuple[date, str]:
 
 def day_device_pairs(partition_keys: list[str]) -> list[tuple[date, str]]:
     return sorted(split_key(k) for k in partition_keys)
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    """Run tags for one run over the partition range first..last (a rectangle for day × device keys)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
+
+
+def day_device_key(day: date, device: str) -> str:
+    return f"{day.isoformat()}|{device}"

@@ -6,11 +6,14 @@ and free of Dagster imports so pure code and tests can use it directly.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -132,14 +135,107 @@ class ModelSettings(Strict):
     seed: int = 0
 
 
+class IngestionSettings(Strict):
+    """`source: files`: how to read historian / test-rig exports (CSV or Parquet) into raw_telemetry."""
+
+    path: str | list[str] = "data/incoming/**/*"
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    decimal: Literal[".", ","] = "."
+    encoding: Literal["utf8", "utf8-lossy", "latin1", "cp1252"] = "utf8"
+    timestamp_column: str = "ts"
+    timestamp_format: str | None = None
+    timezone: str = "UTC"
+    device_column: str | None = None
+    device_from_path: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict, description="source column -> sensor name")
+    families: dict[str, str] = Field(default_factory=dict, description="sensor name -> family")
+    state_column: str | None = None
+    default_state: str = "RUN"
+    label_column: str | None = None
+    label_mapping: dict[str, str | None] | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {v!r} (use an IANA name such as Europe/Berlin)") from exc
+        return v
+
+    @field_validator("device_from_path")
+    @classmethod
+    def _device_regex(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            pattern = re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"device_from_path is not a valid regex: {exc}") from exc
+        if "device" not in pattern.groupindex:
+            raise ValueError("device_from_path needs a named group (?P<device>...)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IngestionSettings:
+        if (self.device_column is None) == (self.device_from_path is None):
+            raise ValueError("give exactly one of device_column or device_from_path")
+        if not self.columns:
+            raise ValueError("columns must map at least one source column to a sensor name")
+        sensors = list(self.columns.values())
+        if len(set(sensors)) != len(sensors):
+            raise ValueError("columns maps two source columns to the same sensor")
+        unmapped = sorted(set(sensors) - set(self.families))
+        if unmapped:
+            raise ValueError(f"families lacks a family for sensor(s) {unmapped}")
+        extra = sorted(set(self.families) - set(sensors))
+        if extra:
+            raise ValueError(f"families names sensor(s) {extra} that no column maps to")
+        if self.label_mapping is not None and self.label_column is None:
+            raise ValueError("label_mapping needs label_column")
+        return self
+
+
 class Settings(Strict):
     source: Literal["simulation", "files"] = "simulation"
     partitions: PartitionSettings = PartitionSettings()
     simulation: SimulationSettings = SimulationSettings()
+    ingestion: IngestionSettings | None = None
     sensors: dict[str, SensorSpec] = Field(default_factory=lambda: dict(DEFAULT_SENSORS))
     validation: ValidationSettings = ValidationSettings()
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sensors_from_ingestion(cls, data: object) -> object:
+        """With `source: files` the sensor set is whatever the column mapping declares; a `sensors:` section may
+        still give physical ranges for some of them (the others are only checked to be finite)."""
+        if not isinstance(data, dict) or data.get("source") != "files" or not isinstance(data.get("ingestion"), dict):
+            return data
+        families = data["ingestion"].get("families") or {}
+        given = data.get("sensors") or {}
+        sensors = {}
+        for name, family in families.items():
+            spec = dict(given.get(name) or {})
+            spec["family"] = family
+            spec.setdefault("min", -math.inf)
+            spec.setdefault("max", math.inf)
+            sensors[name] = spec
+        unknown = sorted(set(given) - set(families))
+        if unknown:
+            raise ValueError(f"sensors {unknown} are not produced by ingestion.columns")
+        return {**data, "sensors": sensors}
+
+    @model_validator(mode="after")
+    def _source_needs_ingestion(self) -> Settings:
+        if self.source == "files" and self.ingestion is None:
+            raise ValueError("source: files needs an ingestion: section")
+        return self
 
     @field_validator("sensors")
     @classmethod

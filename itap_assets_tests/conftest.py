@@ -83,3 +83,29 @@ def make_pipeline(tmp_path: Path) -> Iterator:
     yield _make
     for instance in instances:
         instance.dispose()
+
+
+PIPELINE_STAGES = (
+    ("day_device", ["raw_telemetry", "validated", "quarantine", "features"]),
+    ("device", ["model"]),
+    ("day_device", ["scores", "explanations", "device_summaries", "alerts"]),
+    ("day", ["fleet_summary"]),
+    ("none", ["detection_metrics"]),
+)
+
+
+def run_graph(p: Pipeline, devices: list[str], days: list[str], stages=PIPELINE_STAGES) -> list:
+    """The whole graph as `make demo` runs it: one run per partitioning, each over the full range."""
+    from itap_assets.definitions import all_assets
+
+    p.register(*devices)
+    first = {"day_device": f"{days[0]}|{devices[0]}", "device": devices[0], "day": days[0]}
+    last = {"day_device": f"{days[-1]}|{devices[-1]}", "device": devices[-1], "day": days[-1]}
+    results = []
+    for kind, selection in stages:
+        if kind == "none":
+            results.append(dg.materialize(all_assets, instance=p.instance, resources=p.resources(),
+                                          selection=selection))
+        else:
+            results.append(p.materialize(all_assets, first=first[kind], last=last[kind], selection=selection))
+    return results

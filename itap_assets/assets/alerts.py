@@ -1,5 +1,6 @@
 """alerts: flagged, explained points become few routed incidents through the YAML rules."""
 
+import base64
 from datetime import datetime, time
 
 import dagster as dg
@@ -7,9 +8,12 @@ import polars as pl
 
 from itap_assets.assets.features import own_partitions
 from itap_assets.assets.metadata import markdown_table
+from itap_assets.core.plots import device_day_png
 from itap_assets.core.rules import evaluate_alerts
 from itap_assets.partitions import day_device_pairs, day_device_partitions, with_previous_day
-from itap_assets.resources import DUCKDB_POOL, AlertRules
+from itap_assets.resources import DUCKDB_POOL, AlertRules, partition_keys_frame
+
+PLOTS = 4
 
 ALERT_COLUMNS = [
     "alert_id", "device_id", "day", "start_ts", "end_ts", "severity", "rule_name", "cause", "route", "confidence",
@@ -26,6 +30,22 @@ def rule_points(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl.DataFram
         explanations.select("ts", "device_id", "top_family", "family_pct", "top_features"),
         on=["device_id", "ts"], how="left",
     ).with_columns(pl.lit(None, dtype=pl.String).alias("tag"))
+
+
+def device_day_plots(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
+                     active: pl.DataFrame) -> str:
+    """Markdown with embedded PNGs for the run's device-days with the most active alerts (at most PLOTS)."""
+    keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
+    counts = active.group_by("day", "device_id").len()
+    busiest = (keys.join(counts, on=["day", "device_id"], how="left")
+               .with_columns(pl.col("len").fill_null(0)).sort("len", "device_id", descending=[True, False]).head(PLOTS))
+    parts = []
+    for day, device, n in busiest.iter_rows():
+        mine = (pl.col("day") == day) & (pl.col("device_id") == device)
+        png = device_day_png(scores.filter(mine).sort("ts"), explanations.filter(mine),
+                             active.filter(pl.col("device_id") == device), f"{device} {day}: {n} active alert(s)")
+        parts.append(f"**{device} {day}**\n\n![{device} {day}](data:image/png;base64,{base64.b64encode(png).decode()})")
+    return "\n\n".join(parts) or "_no partitions_"
 
 
 @dg.asset(
@@ -49,6 +69,7 @@ def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations
     active = out.filter(pl.col("suppressed_by").is_null())
     context.add_output_metadata(
         {
+            "plots": dg.MetadataValue.md(device_day_plots(context, scores, explanations, active)),
             "alerts": out.height,
             "active": active.height,
             "critical": int((active["severity"] == "CRITICAL").sum()),

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from itap_assets.core.detector import Detector, fit_detector
+from itap_assets.core.drift import feature_profile
 from itap_assets.core.explain import EXPLAIN_SCHEMA, explain_points
 from itap_assets.core.thresholds import k_of_n_expr, pot_threshold_details, quantile_threshold
 from itap_assets.settings import ModelSettings
@@ -110,6 +111,7 @@ def model_record(
         "threshold_details": json.dumps(threshold),
         "smoothing": json.dumps(model.smoothing.model_dump() if model.smoothing else None),
         "baseline_stats": json.dumps(stats),
+        "feature_profile": json.dumps(feature_profile(feature_matrix(train, det.feature_names), det.feature_names)),
         "model_blob": pickle.dumps(det, protocol=pickle.HIGHEST_PROTOCOL),
     }
 

@@ -1,0 +1,45 @@
+"""Pictures for the Dagster UI: a device-day's score against its threshold with the alert spans, and which sensor
+families the flagged points were blamed on. PNG bytes out (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+
+SEVERITY_COLOURS = {"CRITICAL": "#d62728", "WARNING": "#ff7f0e", "INFO": "#1f77b4"}
+
+
+def device_day_png(scores: pl.DataFrame, explanations: pl.DataFrame, alerts: pl.DataFrame, title: str) -> bytes:
+    """Two panels for one device and day: score vs threshold with alert spans; family shares of flagged points."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.8), height_ratios=[3, 1.4], layout="constrained")
+    top.plot(scores["ts"].to_list(), scores["score"].to_list(), lw=0.7, color="#444", label="score")
+    top.plot(scores["ts"].to_list(), scores["threshold"].to_list(), lw=1, ls="--", color="#d62728", label="threshold")
+    flagged = scores.filter("is_anomaly")
+    top.scatter(flagged["ts"].to_list(), flagged["score"].to_list(), s=6, color="#d62728", zorder=3, label="flagged")
+    for start, end, severity in alerts.select("start_ts", "end_ts", "severity").iter_rows():
+        top.axvspan(start, end, color=SEVERITY_COLOURS.get(severity, "#999"), alpha=0.18, lw=0)
+    top.set_yscale("symlog", linthresh=1.0)
+    top.set_ylabel("score")
+    top.set_title(title, fontsize=10)
+    top.legend(loc="upper left", fontsize=7, ncols=3)
+
+    shares: dict[str, float] = {}
+    texts = explanations["family_pct"].drop_nulls().to_list()
+    for text in texts:
+        for family, pct in json.loads(text).items():
+            shares[family] = shares.get(family, 0.0) + pct / len(texts)
+    ordered = sorted(shares.items(), key=lambda kv: kv[1])
+    bottom.barh([k for k, _ in ordered], [v for _, v in ordered], color="#1f77b4")
+    bottom.set_xlim(0, 100)
+    bottom.set_xlabel(f"mean attribution of {len(texts)} flagged points (%)")
+    bottom.tick_params(labelsize=7)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,86 @@
+"""device_discovery: registers devices the moment their telemetry is seen and requests runs for new data.
+
+A device added and a run requested for it in the same tick fails (the partition does not exist yet when the run
+is created), so new devices are registered in one tick and their partitions are requested in the next. Changed
+sources (a new or modified file, a changed simulator config) are found by signature in the cursor, so a late file
+for an old day re-materializes that day.
+"""
+
+import hashlib
+import json
+from datetime import date
+
+import dagster as dg
+
+from itap_assets.core.partition_ranges import rectangles
+from itap_assets.core.simulator import device_ids, simulated_days
+from itap_assets.jobs import daily_job, telemetry_job
+from itap_assets.partitions import DEVICE, day_device_key, range_tags
+from itap_assets.resources import ItapConfig, Warehouse
+from itap_assets.settings import PROJECT_ROOT, Settings
+
+
+def source_partitions(settings: Settings) -> dict[str, tuple[str, set[tuple[str, str]]]]:
+    """Each data source's signature and the (day, device) partitions it holds."""
+    if settings.source == "simulation":
+        sim = settings.simulation
+        signature = hashlib.sha1(sim.model_dump_json().encode()).hexdigest()
+        pairs = {(d.isoformat(), dev) for d in simulated_days(sim) for dev in device_ids(sim)}
+        return {"simulation": (signature, pairs)}
+    from itap_assets.core.ingest import discover_files, read_file
+
+    out = {}
+    for path in discover_files(settings.ingestion, PROJECT_ROOT):
+        stat = path.stat()
+        frame = read_file(path, settings.ingestion, PROJECT_ROOT).select("day", "device_id").unique()
+        out[str(path)] = (f"{stat.st_mtime_ns}:{stat.st_size}",
+                          {(d.isoformat(), dev) for d, dev in frame.iter_rows()})
+    return out
+
+
+def plan(cursor: dict, sources: dict, registered: list[str], has_model: set[str]) -> tuple[dict, list[str], list]:
+    """Pure planning for one tick: (new cursor, devices to register, [(job, first key, last key)])."""
+    seen: dict[str, str] = cursor.get("seen", {})
+    pending = {tuple(p) for p in cursor.get("pending", [])}
+    for name, (signature, pairs) in sources.items():
+        if seen.get(name) != signature:
+            pending |= pairs
+            seen[name] = signature
+    new_devices = sorted({dev for _, dev in pending} - set(registered))
+    ready = {p for p in pending if p[1] in set(registered)}
+    runs = []
+    for job, subset in ((daily_job.name, {p for p in ready if p[1] in has_model}),
+                        (telemetry_job.name, {p for p in ready if p[1] not in has_model})):
+        for first_day, last_day, first_dev, last_dev in rectangles(
+            ((date.fromisoformat(d), dev) for d, dev in subset), registered
+        ):
+            runs.append((job, day_device_key(first_day, first_dev), day_device_key(last_day, last_dev)))
+    new_cursor = {"seen": seen, "pending": sorted(pending - ready)}
+    return new_cursor, new_devices, runs
+
+
+@dg.sensor(
+    jobs=[telemetry_job, daily_job],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def device_discovery(context: dg.SensorEvaluationContext, itap_config: ItapConfig, warehouse: Warehouse):
+    """Register new devices; request one run per rectangle of new or changed (day, device) partitions:
+    the whole day × device pipeline for devices with a model, ingestion to features for the others."""
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    registered = list(context.instance.get_dynamic_partitions(DEVICE))
+    has_model = set(warehouse.query("SELECT DISTINCT device_id FROM model")["device_id"]) \
+        if warehouse.has_table("model") else set()
+    new_cursor, new_devices, runs = plan(cursor, source_partitions(itap_config.settings), registered, has_model)
+    generation = hashlib.sha1(json.dumps(new_cursor, sort_keys=True).encode()).hexdigest()[:12]
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(job_name=job, run_key=f"{generation}:{first}:{last}", tags=range_tags(first, last))
+            for job, first, last in runs
+        ],
+        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(DEVICE, new_devices)] if new_devices else [],
+        cursor=json.dumps(new_cursor, sort_keys=True),
+    )
+
+
+SENSORS = [device_discovery]

@@ -1,0 +1,148 @@
+"""The whole graph on a small fleet, built once for this module: model registry, scores, explanations,
+summaries, alerts and metrics as a user reads them from the DuckDB file."""
+
+import json
+import pickle
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from itap_assets.core.scoring import BaselineError, score_device
+from itap_assets.definitions import all_assets
+from itap_assets_tests.conftest import Pipeline, run_graph, write_config
+
+DEVICES = ["DEV-0001", "DEV-0002", "DEV-0003"]
+DAYS = ["2026-01-01", "2026-01-02"]
+CONFIG = {"simulation": {"devices": 3, "days": 2, "sample_interval_s": 60, "fault_rate": 3.0, "seed": 3}}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Pipeline:
+    root = tmp_path_factory.mktemp("graph")
+    p = Pipeline(write_config(root / "itap.yaml", CONFIG), root / "itap.duckdb", dg.DagsterInstance.ephemeral())
+    results = run_graph(p, DEVICES, DAYS)
+    assert all(r.success for r in results)
+    yield p
+    p.instance.dispose()
+
+
+def test_the_registry_has_one_row_per_device_with_everything_needed_to_audit_it(built):
+    reg = built.sql("SELECT * FROM itap.model ORDER BY device_id")
+    assert reg["device_id"].to_list() == DEVICES
+    assert reg["version"].to_list() == [1, 1, 1]
+    assert (reg["rows_used"] > 500).all()
+    assert reg["training_window"].unique().to_list() == ["first 1 day(s)"]
+    assert (reg["training_start"].dt.date().cast(pl.String) == DAYS[0]).all()
+    assert (reg["training_end"].dt.date().cast(pl.String) == DAYS[0]).all()
+    features = json.loads(reg["feature_list"][0])
+    assert len(features) >= 60
+    assert json.loads(reg["params"][0])["kind"] == "ensemble"
+    assert (reg["threshold"] > 0).all()
+    assert all(pickle.loads(blob).feature_names == features for blob in reg["model_blob"])
+
+
+def test_every_point_is_scored_once_with_training_rows_marked(built):
+    scores = built.table("scores")
+    assert scores.height == len(DEVICES) * len(DAYS) * 1440
+    assert scores.select(pl.struct("device_id", "ts").is_unique().all()).item()
+    in_training_days = scores.filter("in_training")["day"].cast(pl.String).unique().to_list()
+    assert in_training_days == [DAYS[0]]
+    assert (scores["model_version"] == 1).all()
+
+
+def test_each_device_is_scored_by_its_own_model(built):
+    reg = built.sql("SELECT * FROM itap.model").rows_by_key("device_id", named=True, unique=True, include_key=True)
+    features = built.table("features")
+    scores = built.table("scores")
+    for device in DEVICES:
+        rows = features.filter(pl.col("device_id") == device)
+        mine = score_device(rows, reg[device], pickle.loads(reg[device]["model_blob"]))
+        stored = scores.filter(pl.col("device_id") == device).sort("ts")
+        assert mine.sort("ts")["score"].to_list() == pytest.approx(stored["score"].to_list())
+    other = reg["DEV-0002"]
+    with pytest.raises(ValueError, match="model of DEV-0002 was asked to score rows of another device"):
+        score_device(features.filter(pl.col("device_id") == "DEV-0001"), other, pickle.loads(other["model_blob"]))
+
+
+def test_explanations_cover_every_flagged_point_and_sum_to_100(built):
+    flagged = built.sql("SELECT count(*) AS n FROM itap.scores WHERE is_anomaly")["n"][0]
+    expl = built.table("explanations")
+    assert expl.height == flagged > 0
+    for text in expl["family_pct"].drop_nulls():
+        assert sum(json.loads(text).values()) == pytest.approx(100.0, abs=0.1)
+    assert all(len(json.loads(t)) <= 5 for t in expl["top_features"].drop_nulls())
+
+
+def test_device_summaries_agree_with_scores(built):
+    summaries = built.table("device_summaries")
+    assert summaries.height == len(DEVICES) * len(DAYS)
+    check = built.sql(
+        "SELECT day, device_id, count(*) AS points, count(*) FILTER (WHERE is_anomaly) AS flagged, max(score) AS mx "
+        "FROM itap.scores GROUP BY ALL ORDER BY device_id, day"
+    )
+    joined = summaries.join(check, on=["day", "device_id"])
+    assert (joined["points"] == joined["points_right"]).all()
+    assert (joined["flagged"] == joined["flagged_right"]).all()
+    assert joined["max_score"].to_list() == pytest.approx(joined["mx"].to_list())
+    assert summaries["health"].is_between(0, 100).all()
+    second_day = summaries.filter(pl.col("day").cast(pl.String) == DAYS[1])
+    assert second_day["health_change"].null_count() == 0
+
+
+def test_alerts_are_incidents_with_owner_cause_and_action(built):
+    alerts = built.sql("SELECT * FROM itap.v_alerts")
+    flagged = built.sql("SELECT count(*) AS n FROM itap.scores WHERE is_anomaly")["n"][0]
+    assert 0 < alerts.height < flagged
+    assert alerts["alert_id"].is_unique().all()
+    assert set(alerts["severity"]) <= {"INFO", "WARNING", "CRITICAL"}
+    assert alerts["route"].null_count() == 0 and alerts["action"].null_count() == 0
+    assert (alerts["end_ts"] >= alerts["start_ts"]).all()
+
+
+def test_fleet_summary_ranks_devices_per_day(built):
+    fleet = built.table("fleet_summary")
+    assert fleet["day"].cast(pl.String).to_list() == DAYS
+    ranking = json.loads(fleet["ranking"][1])
+    assert [d for d, _ in ranking] and sorted(d for d, _ in ranking) == DEVICES
+    assert [h for _, h in ranking] == sorted(h for _, h in ranking)
+
+
+def test_detection_metrics_are_stored_as_a_table(built):
+    metrics = built.table("detection_metrics")
+    names = set(metrics["metric"])
+    for metric in ("detection.roc_auc", "detection.false_alarm_rate", "root_cause.accuracy",
+                   "alerts.alert_precision", "alerts.alerts_per_flagged_point"):
+        assert metric in names
+
+
+def test_operator_views_exist(built):
+    assert built.sql("SELECT count(*) AS n FROM itap.v_device_health")["n"][0] == len(DEVICES)
+    dq = built.sql("SELECT * FROM itap.v_data_quality")
+    assert dq.height == len(DEVICES) * len(DAYS)
+
+
+def test_rematerializing_scoring_gives_the_same_alert_ids(built):
+    before = built.sql("SELECT alert_id FROM itap.alerts ORDER BY alert_id")
+    built.materialize(all_assets, first=f"{DAYS[0]}|{DEVICES[0]}", last=f"{DAYS[-1]}|{DEVICES[-1]}",
+                      selection=["scores", "explanations", "device_summaries", "alerts"])
+    assert built.sql("SELECT alert_id FROM itap.alerts ORDER BY alert_id").equals(before)
+
+
+def test_retraining_adds_a_version_and_scores_name_the_version_used(built):
+    built.materialize(all_assets, first="DEV-0001", selection=["model"])
+    reg = built.sql("SELECT device_id, version FROM itap.model ORDER BY device_id, version")
+    assert reg.filter(pl.col("device_id") == "DEV-0001")["version"].to_list() == [1, 2]
+    assert reg.filter(pl.col("device_id") == "DEV-0002")["version"].to_list() == [1]
+    built.materialize(all_assets, first=f"{DAYS[1]}|DEV-0001", last=f"{DAYS[1]}|DEV-0002", selection=["scores"])
+    used = built.sql(f"SELECT device_id, min(model_version) AS v FROM itap.scores WHERE day = '{DAYS[1]}' "
+                     "GROUP BY ALL ORDER BY device_id")
+    assert used.rows() == [("DEV-0001", 2), ("DEV-0002", 1), ("DEV-0003", 1)]
+
+
+def test_a_device_without_enough_baseline_rows_gets_an_actionable_error(make_pipeline):
+    p = make_pipeline({"simulation": {"devices": 1, "days": 1, "sample_interval_s": 600},
+                       "model": {"training": {"first_samples": 50}, "min_training_rows": 100}})
+    with pytest.raises(BaselineError, match=r"DEV-0001: only 50 baseline rows.*first 50 samples.*min_training_rows"):
+        run_graph(p, ["DEV-0001"], ["2026-01-01"], stages=[
+            ("day_device", ["raw_telemetry", "validated", "quarantine", "features"]), ("device", ["model"])])

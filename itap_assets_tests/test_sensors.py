@@ -1,0 +1,51 @@
+import json
+
+import dagster as dg
+
+from itap_assets.partitions import range_tags
+from itap_assets.resources import ItapConfig, Warehouse
+from itap_assets.sensors import device_discovery, plan
+from itap_assets_tests.conftest import write_config
+
+D1, D2 = "2026-01-01", "2026-01-02"
+
+
+def test_plan_registers_new_devices_first_and_requests_their_runs_next_tick():
+    sources = {"sim": ("sig-1", {(D1, "A"), (D2, "A"), (D1, "B"), (D2, "B")})}
+    cursor, new, runs = plan({}, sources, registered=[], has_model=set())
+    assert new == ["A", "B"] and runs == []
+    cursor, new, runs = plan(cursor, sources, registered=["A", "B"], has_model=set())
+    assert new == [] and runs == [("telemetry_job", f"{D1}|A", f"{D2}|B")]
+    cursor, new, runs = plan(cursor, sources, registered=["A", "B"], has_model=set())
+    assert new == [] and runs == []
+
+
+def test_plan_runs_the_whole_pipeline_for_devices_with_a_model():
+    sources = {"f": ("s", {(D1, "A"), (D1, "B")})}
+    _, _, runs = plan({}, sources, registered=["A", "B"], has_model={"A"})
+    assert sorted(runs) == [("daily_job", f"{D1}|A", f"{D1}|A"), ("telemetry_job", f"{D1}|B", f"{D1}|B")]
+
+
+def test_a_changed_source_is_requested_again():
+    cursor, _, _ = plan({}, {"f": ("v1", {(D1, "A")})}, registered=["A"], has_model=set())
+    _, _, runs = plan(cursor, {"f": ("v2", {(D1, "A")})}, registered=["A"], has_model=set())
+    assert runs == [("telemetry_job", f"{D1}|A", f"{D1}|A")]
+
+
+def test_sensor_registers_the_simulated_fleet_then_requests_one_run(tmp_path):
+    config = write_config(tmp_path / "itap.yaml", {"simulation": {"devices": 3, "days": 2}})
+    resources = {"itap_config": ItapConfig(path=str(config)), "warehouse": Warehouse(database=str(tmp_path / "x.duckdb"))}
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            first = device_discovery(context)
+        assert first.run_requests == []
+        assert first.dynamic_partitions_requests[0].partition_keys == ["DEV-0001", "DEV-0002", "DEV-0003"]
+        instance.add_dynamic_partitions("device", list(first.dynamic_partitions_requests[0].partition_keys))
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor) as context:
+            with dg.partition_loading_context(dynamic_partitions_store=instance):
+                second = device_discovery(context)
+        assert len(second.run_requests) == 1
+        request = second.run_requests[0]
+        assert request.job_name == "telemetry_job"
+        assert request.tags == {**request.tags, **range_tags(f"{D1}|DEV-0001", f"{D2}|DEV-0003")}
+        assert json.loads(second.cursor)["pending"] == []
