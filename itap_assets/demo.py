@@ -9,19 +9,25 @@ import json
 import os
 import sys
 import time
+from datetime import date
 
 import dagster as dg
 
 from itap_assets import storage
+from itap_assets.core.ingest import available_partitions
+from itap_assets.core.partition_ranges import day_runs, rectangles
 from itap_assets.core.simulator import device_ids, simulated_days
-from itap_assets.partitions import DEVICE, range_tags
+from itap_assets.jobs import JOBS, PARTITIONING
+from itap_assets.partitions import DEVICE, day_device_key, range_tags
 from itap_assets.resources import DB_SCHEMA
 from itap_assets.settings import PROJECT_ROOT, Settings, db_path, load_settings
 
 
-def fleet_partitions(settings: Settings) -> tuple[list[str], list[str]]:
-    """The devices and days the demo covers."""
-    return device_ids(settings.simulation), [d.isoformat() for d in simulated_days(settings.simulation)]
+def data_partitions(settings: Settings) -> list[tuple[date, str]]:
+    """The (day, device) partitions that have data: the simulated fleet, or what the files hold."""
+    if settings.source == "files":
+        return list(available_partitions(settings.ingestion, PROJECT_ROOT).iter_rows())
+    return [(d, dev) for d in simulated_days(settings.simulation) for dev in device_ids(settings.simulation)]
 
 
 def register_devices(instance: dg.DagsterInstance, devices: list[str]) -> list[str]:
@@ -34,26 +40,31 @@ def register_devices(instance: dg.DagsterInstance, devices: list[str]) -> list[s
     return new
 
 
-def run_pipeline(instance: dg.DagsterInstance, devices: list[str], days: list[str]) -> list[tuple[str, float]]:
-    """One run per job, each over the whole range of its partitions."""
-    from itap_assets.definitions import defs
-    from itap_assets.jobs import JOBS, PARTITIONING
-
-    ranges = {
-        "day_device": range_tags(f"{days[0]}|{devices[0]}", f"{days[-1]}|{devices[-1]}"),
-        "device": range_tags(devices[0], devices[-1]),
-        "day": range_tags(days[0], days[-1]),
-        "none": {},
+def run_plan(pairs: list[tuple[date, str]], device_order: list[str]) -> list[tuple[dg.UnresolvedAssetJobDefinition,
+                                                                                   dict[str, str]]]:
+    """(job, run tags) for every job in order: as few runs as the partitions with data allow (one per rectangle
+    of days × devices; for the whole simulated fleet, one run per job)."""
+    rects = rectangles(pairs, device_order)
+    tags = {
+        "day_device": [range_tags(day_device_key(d1, a), day_device_key(d2, b)) for d1, d2, a, b in rects],
+        "device": [range_tags(a, b) for a, b in dict.fromkeys((a, b) for _, _, a, b in rects)],
+        "day": [range_tags(d1.isoformat(), d2.isoformat()) for d1, d2 in day_runs(d for d, _ in pairs)],
+        "none": [{}],
     }
+    return [(job, run_tags) for job in JOBS for run_tags in tags[job.metadata[PARTITIONING]]]
+
+
+def run_pipeline(instance: dg.DagsterInstance, pairs: list[tuple[date, str]]) -> list[tuple[str, float]]:
+    """Execute the plan in this process against the project's instance."""
+    from itap_assets.definitions import defs
+
     timings = []
-    for job in JOBS:
-        job_def = defs.resolve_job_def(job.name)
-        kind = job.metadata[PARTITIONING]
+    for job, tags in run_plan(pairs, list(instance.get_dynamic_partitions(DEVICE))):
         started = time.perf_counter()
-        result = job_def.execute_in_process(instance=instance, tags=ranges[kind], raise_on_error=True)
-        timings.append((job_def.name, time.perf_counter() - started))
+        result = defs.resolve_job_def(job.name).execute_in_process(instance=instance, tags=tags)
+        timings.append((job.name, time.perf_counter() - started))
         if not result.success:
-            raise SystemExit(f"run of {job_def.name} failed: see `make ui`")
+            raise SystemExit(f"run of {job.name} failed: see `make ui`")
     return timings
 
 
@@ -117,12 +128,14 @@ def main() -> None:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
     settings = load_settings()
-    devices, days = fleet_partitions(settings)
+    pairs = data_partitions(settings)
+    devices = sorted({dev for _, dev in pairs})
+    days = sorted({d for d, _ in pairs})
     with dg.DagsterInstance.get() as instance:
         new = register_devices(instance, devices)
-        print(f"ITAP demo: {len(devices)} devices ({len(new)} newly registered) × {len(days)} days "
-              f"({days[0]} … {days[-1]}) into {db_path()}")
-        timings = run_pipeline(instance, devices, days)
+        print(f"ITAP demo ({settings.source}): {len(devices)} devices ({len(new)} newly registered) × {len(days)} "
+              f"days ({days[0]} … {days[-1]}), {len(pairs)} partitions, into {db_path()}")
+        timings = run_pipeline(instance, pairs)
     for job, seconds in timings:
         print(f"  run {job:<18} {seconds:6.1f} s")
     print("\nRows per table:")

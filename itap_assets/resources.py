@@ -12,7 +12,7 @@ from pydantic import model_validator
 from itap_assets import storage
 from itap_assets.partitions import DAY, DEVICE
 from itap_assets.core.rules import AlertRulesConfig, load_alert_rules
-from itap_assets.settings import PROJECT_ROOT, Settings, config_path, db_path, load_settings
+from itap_assets.settings import FAMILIES, PROJECT_ROOT, Settings, config_path, db_path, load_settings
 
 EVENT_FAMILIES = ("State", "DataQuality")
 
@@ -105,7 +105,9 @@ class ItapConfig(dg.ConfigurableResource):
 
 
 def known_families(settings: Settings) -> list[str]:
-    return sorted(set(settings.sensor_families.values()) | set(EVENT_FAMILIES))
+    """Families a rule may name: the standard ones (a rule on a family without sensors never matches), those the
+    config's sensors add, and the event families of the feature registry."""
+    return sorted(set(FAMILIES) | set(settings.sensor_families.values()) | set(EVENT_FAMILIES))
 
 
 class AlertRules(dg.ConfigurableResource):

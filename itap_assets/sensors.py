@@ -12,6 +12,7 @@ from datetime import date
 
 import dagster as dg
 
+from itap_assets.core.ingest import discover_files, read_file
 from itap_assets.core.partition_ranges import rectangles
 from itap_assets.core.simulator import device_ids, simulated_days
 from itap_assets.jobs import daily_job, telemetry_job
@@ -27,8 +28,6 @@ def source_partitions(settings: Settings) -> dict[str, tuple[str, set[tuple[str,
         signature = hashlib.sha1(sim.model_dump_json().encode()).hexdigest()
         pairs = {(d.isoformat(), dev) for d in simulated_days(sim) for dev in device_ids(sim)}
         return {"simulation": (signature, pairs)}
-    from itap_assets.core.ingest import discover_files, read_file
-
     out = {}
     for path in discover_files(settings.ingestion, PROJECT_ROOT):
         stat = path.stat()

@@ -25,6 +25,7 @@ DEFAULT_DB_PATH = PROJECT_ROOT / "data" / "itap.duckdb"
 # DESIGN.md: ^[A-Za-z0-9._-]{1,64}$, and the first character must be a letter or digit (so "..", ".x" are refused).
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FAMILIES = ("Temperature", "Vibration", "Voltage", "Current", "RPM")
+RESERVED_COLUMNS = {"ts", "day", "device_id", "state", "fault_tag", "fault_id", "warmup"}
 
 
 class Strict(BaseModel):
@@ -153,6 +154,20 @@ class IngestionSettings(Strict):
     default_state: str = "RUN"
     label_column: str | None = None
     label_mapping: dict[str, str | None] | None = None
+
+    @field_validator("label_mapping", mode="before")
+    @classmethod
+    def _label_keys_as_text(cls, v: object) -> object:
+        """Labels are compared as text: `{0: null, 1: fault}` in YAML means the cells "0" and "1"."""
+        return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("columns")
+    @classmethod
+    def _sensor_names(cls, v: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(set(v.values()) & RESERVED_COLUMNS)
+        if reserved:
+            raise ValueError(f"sensor name(s) {reserved} are reserved for ITAP's own columns")
+        return v
 
     @property
     def paths(self) -> list[str]:

@@ -10,9 +10,9 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from itap_assets import storage
+from itap_assets.partitions import range_tags
 from itap_assets.resources import DB_SCHEMA, AlertRules, DuckDBPolarsIOManager, ItapConfig, Warehouse, alert_rules_path
 from itap_assets.settings import Settings, load_settings
 
@@ -49,12 +49,11 @@ class Pipeline:
 
     def materialize(self, assets, *, first: str, last: str | None = None, selection=None, raise_on_error=True):
         """One run over the rectangle of partitions from `first` to `last` (keys like '2026-01-01|DEV-0001')."""
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last or first}
         return dg.materialize(
             assets,
             instance=self.instance,
             resources=self.resources(),
-            tags=tags,
+            tags=range_tags(first, last or first),
             selection=selection,
             raise_on_error=raise_on_error,
         )
@@ -85,27 +84,26 @@ def make_pipeline(tmp_path: Path) -> Iterator:
         instance.dispose()
 
 
-PIPELINE_STAGES = (
-    ("day_device", ["raw_telemetry", "validated", "quarantine", "features"]),
-    ("device", ["model"]),
-    ("day_device", ["scores", "explanations", "device_summaries", "alerts"]),
-    ("day", ["fleet_summary"]),
-    ("none", ["detection_metrics"]),
-)
+def run_graph(p: Pipeline, pairs_or_devices, days: list[str] | None = None, *, until: str | None = None) -> list:
+    """The whole graph as `make demo` plans it (same jobs, same runs), against this test deployment.
 
+    Give the (day, device) pairs with data, or a list of devices and a list of days (every pair); `until` stops
+    after the named job.
+    """
+    from datetime import date
 
-def run_graph(p: Pipeline, devices: list[str], days: list[str], stages=PIPELINE_STAGES) -> list:
-    """The whole graph as `make demo` runs it: one run per partitioning, each over the full range."""
     from itap_assets.definitions import all_assets
+    from itap_assets.demo import run_plan
 
-    p.register(*devices)
-    first = {"day_device": f"{days[0]}|{devices[0]}", "device": devices[0], "day": days[0]}
-    last = {"day_device": f"{days[-1]}|{devices[-1]}", "device": devices[-1], "day": days[-1]}
+    if days is not None:
+        pairs = [(date.fromisoformat(d), dev) for d in days for dev in pairs_or_devices]
+    else:
+        pairs = list(pairs_or_devices)
+    p.register(*sorted({dev for _, dev in pairs}))
     results = []
-    for kind, selection in stages:
-        if kind == "none":
-            results.append(dg.materialize(all_assets, instance=p.instance, resources=p.resources(),
-                                          selection=selection))
-        else:
-            results.append(p.materialize(all_assets, first=first[kind], last=last[kind], selection=selection))
+    for job, tags in run_plan(pairs, list(p.instance.get_dynamic_partitions("device"))):
+        results.append(dg.materialize(all_assets, instance=p.instance, resources=p.resources(),
+                                      selection=job.selection, tags=tags))
+        if job.name == until:
+            break
     return results

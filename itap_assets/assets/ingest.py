@@ -1,13 +1,23 @@
-"""raw_telemetry: where telemetry enters ITAP (the fleet simulator, or files — see core/ingest)."""
+"""raw_telemetry: where telemetry enters ITAP — the fleet simulator (`source: simulation`) or CSV/Parquet files
+(`source: files`, see core/ingest.py)."""
 
 
 import dagster as dg
 import polars as pl
 
+from itap_assets.core.ingest import read_telemetry
 from itap_assets.core.simulator import simulate_fleet
 from itap_assets.partitions import day_device_pairs, day_device_partitions
 from itap_assets.resources import DUCKDB_POOL, ItapConfig
+from itap_assets.settings import PROJECT_ROOT, Settings
 from itap_assets.storage import check_device_id
+
+
+def source_telemetry(settings: Settings, days: list, devices: list[str]) -> pl.DataFrame:
+    """Telemetry of the given days and devices from the configured source."""
+    if settings.source == "files":
+        return read_telemetry(settings.ingestion, PROJECT_ROOT, days=days, devices=devices)
+    return simulate_fleet(settings.simulation, devices=devices, days=days)
 
 
 def telemetry_metadata(frame: pl.DataFrame, sensors: list[str]) -> dict[str, dg.MetadataValue]:
@@ -37,7 +47,7 @@ def raw_telemetry(context: dg.AssetExecutionContext, itap_config: ItapConfig) ->
         check_device_id(device)
     days = sorted({d for d, _ in pairs})
     devices = sorted({dev for _, dev in pairs})
-    frame = simulate_fleet(settings.simulation, devices=devices, days=days)
+    frame = source_telemetry(settings, days, devices)
     wanted = pl.DataFrame({"day": [d for d, _ in pairs], "device_id": [dev for _, dev in pairs]})
     frame = frame.join(wanted, on=["day", "device_id"], how="semi")
     context.add_output_metadata(telemetry_metadata(frame, list(settings.sensors)))

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 
 
-def _day_runs(days: Iterable[date]) -> list[tuple[date, date]]:
+def day_runs(days: Iterable[date]) -> list[tuple[date, date]]:
     """Contiguous runs of days: [(first, last), ...]."""
     runs: list[tuple[date, date]] = []
     for day in sorted(set(days)):
@@ -42,8 +42,8 @@ def rectangles(pairs: Iterable[tuple[date, str]], device_order: Sequence[str]) -
             block.append(device)
             continue
         if block:
-            out += [(a, b, block[0], block[-1]) for a, b in _day_runs(days_of[block[0]])]
+            out += [(a, b, block[0], block[-1]) for a, b in day_runs(days_of[block[0]])]
         block = [device]
     if block:
-        out += [(a, b, block[0], block[-1]) for a, b in _day_runs(days_of[block[0]])]
+        out += [(a, b, block[0], block[-1]) for a, b in day_runs(days_of[block[0]])]
     return out

@@ -144,5 +144,4 @@ def test_a_device_without_enough_baseline_rows_gets_an_actionable_error(make_pip
     p = make_pipeline({"simulation": {"devices": 1, "days": 1, "sample_interval_s": 600},
                        "model": {"training": {"first_samples": 50}, "min_training_rows": 100}})
     with pytest.raises(BaselineError, match=r"DEV-0001: only 50 baseline rows.*first 50 samples.*min_training_rows"):
-        run_graph(p, ["DEV-0001"], ["2026-01-01"], stages=[
-            ("day_device", ["raw_telemetry", "validated", "quarantine", "features"]), ("device", ["model"])])
+        run_graph(p, ["DEV-0001"], ["2026-01-01"], until="training_job")
