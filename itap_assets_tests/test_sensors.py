@@ -49,3 +49,46 @@ def test_sensor_registers_the_simulated_fleet_then_requests_one_run(tmp_path):
         assert request.job_name == "telemetry_job"
         assert request.tags == {**request.tags, **range_tags(f"{D1}|DEV-0001", f"{D2}|DEV-0003")}
         assert json.loads(second.cursor)["pending"] == []
+
+
+def test_a_new_file_registers_its_device_and_a_late_file_requests_only_its_days(tmp_path):
+    import os
+    import shutil
+
+    import yaml
+
+    from itap_assets.settings import PROJECT_ROOT
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    shutil.copy(PROJECT_ROOT / "configs/examples/rigs/rig_A1.csv", incoming / "rig_A1.csv")
+    config = yaml.safe_load((PROJECT_ROOT / "configs/examples/files.yaml").read_text())
+    config["ingestion"]["path"] = str(incoming / "*.csv")
+    path = write_config(tmp_path / "files.yaml", config)
+    resources = {"itap_config": ItapConfig(path=str(path)), "warehouse": Warehouse(database=str(tmp_path / "x.duckdb"))}
+
+    def tick(instance, cursor):
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+            with dg.partition_loading_context(dynamic_partitions_store=instance):
+                result = device_discovery(context)
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions("device", list(request.partition_keys))
+        return result
+
+    with dg.instance_for_test() as instance:
+        first = tick(instance, None)
+        assert first.dynamic_partitions_requests[0].partition_keys == ["A1"]
+        second = tick(instance, first.cursor)
+        assert [r.tags for r in second.run_requests] == [range_tags("2026-03-27|A1", "2026-03-30|A1")]
+        assert tick(instance, second.cursor).run_requests == []
+        # A late file with one old day for a new device: registered, then only that day is requested.
+        lines = (PROJECT_ROOT / "configs/examples/rigs/rig_B2.csv").read_text(encoding="utf-8-sig").splitlines()
+        (incoming / "rig_C3.csv").write_text("\n".join(lines[:200]) + "\n", encoding="utf-8")
+        third = tick(instance, second.cursor)
+        assert third.dynamic_partitions_requests[0].partition_keys == ["C3"] and third.run_requests == []
+        fourth = tick(instance, third.cursor)
+        assert [r.tags for r in fourth.run_requests] == [range_tags("2026-03-27|C3", "2026-03-28|C3")]
+        # Rewriting an old file re-requests its days.
+        os.utime(incoming / "rig_A1.csv", ns=(1, 1))
+        fifth = tick(instance, fourth.cursor)
+        assert [r.tags for r in fifth.run_requests] == [range_tags("2026-03-27|A1", "2026-03-30|A1")]
