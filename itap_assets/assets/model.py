@@ -7,7 +7,14 @@ import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.features import feature_registry
-from itap_assets.core.scoring import BaselineError, fit_device_model, model_record
+from itap_assets.core.scoring import (
+    BaselineError,
+    describe_training,
+    fit_device_model,
+    latest_models,
+    model_record,
+    same_model,
+)
 from itap_assets.partitions import device_partitions
 from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
 from itap_assets.settings import Settings
@@ -52,34 +59,38 @@ def training_rows(warehouse: Warehouse, settings: Settings, device_id: str, colu
     kinds={"scikitlearn", "duckdb"},
 )
 def model(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: ItapConfig) -> pl.DataFrame:
-    """Train a new version per device; the partition keeps every version (`SELECT * FROM itap.model`)."""
+    """Train each device; a fit that differs from the device's newest version (other data window, rows, features,
+    parameters or threshold) becomes a new version, an identical refit keeps the version (re-running is
+    idempotent). The partition keeps every version (`SELECT * FROM itap.model`)."""
     settings = itap_config.settings
     names = [s.name for s in feature_registry(settings.sensor_families, settings.features.windows)]
     existing = (
         warehouse.query("SELECT * FROM model WHERE device_id IN (SELECT unnest(?))", [list(context.partition_keys)])
         if warehouse.has_table("model") else pl.DataFrame()
     )
+    latest = latest_models(existing) if existing.height else {}
     records, summary = [], []
     for device in sorted(context.partition_keys):
         check_device_id(device)
         train = training_rows(warehouse, settings, device, names)
         det, threshold = fit_device_model(device, train, names, settings.model)
-        version = 1
-        if existing.height:
-            previous = existing.filter(pl.col("device_id") == device)["version"]
-            version = int(previous.max()) + 1 if previous.len() else 1
+        previous = latest.get(device)
+        version = previous["version"] + 1 if previous else 1
         record = model_record(device, version, det, threshold, train, settings.model)
-        records.append(record)
-        summary.append({k: record[k] for k in ("device_id", "version", "rows_used", "threshold")}
-                       | {"threshold_method": threshold["method"]})
-    new = pl.DataFrame(records)
-    out = pl.concat([existing.select(new.columns), new], how="vertical_relaxed") if existing.height else new
+        unchanged = same_model(record, previous)
+        if not unchanged:
+            records.append(record)
+        summary.append({"device_id": device, "version": previous["version"] if unchanged else version,
+                        "new_version": not unchanged, "rows_used": record["rows_used"],
+                        "threshold": round(record["threshold"], 3), "threshold_method": threshold["method"]})
+    out = pl.concat([existing, pl.DataFrame(records)], how="diagonal_relaxed") if records else existing
     table = pl.DataFrame(summary)
     context.add_output_metadata(
         {
-            "devices_trained": len(records),
+            "new_versions": len(records),
+            "unchanged": len(summary) - len(records),
             "detector": settings.model.detector,
-            "training_window": records[0]["training_window"] if records else "",
+            "training_window": describe_training(settings.model),
             "registry": dg.MetadataValue.md(markdown_table(table, limit=50)),
         }
     )

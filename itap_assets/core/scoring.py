@@ -116,6 +116,16 @@ def model_record(
     }
 
 
+# What makes two fits the same model: same data window and rows, same features, parameters and threshold.
+MODEL_IDENTITY = ("detector", "training_start", "training_end", "rows_used", "feature_list", "params",
+                  "threshold_details", "smoothing")
+
+
+def same_model(record: Mapping, previous: Mapping | None) -> bool:
+    """True when a refit reproduced the registry's newest version exactly (so no new version is needed)."""
+    return previous is not None and all(record[k] == previous.get(k) for k in MODEL_IDENTITY)
+
+
 def latest_models(models: pl.DataFrame) -> dict[str, dict]:
     """The newest version of each device's model, as registry rows keyed by device."""
     latest = models.sort("version").group_by("device_id", maintain_order=True).last()

@@ -129,10 +129,20 @@ def test_rematerializing_scoring_gives_the_same_alert_ids(built):
     assert built.sql("SELECT alert_id FROM itap.alerts ORDER BY alert_id").equals(before)
 
 
+def test_an_identical_refit_keeps_the_version(built):
+    before = built.sql("SELECT * EXCLUDE (model_blob) FROM itap.model ORDER BY device_id, version")
+    built.materialize(all_assets, first=DEVICES[0], last=DEVICES[-1], selection=["model"])
+    assert built.sql("SELECT * EXCLUDE (model_blob) FROM itap.model ORDER BY device_id, version").equals(before)
+
+
 def test_retraining_adds_a_version_and_scores_name_the_version_used(built):
+    retrain = {**CONFIG, "model": {"training": {"start": f"{DAYS[0]}T06:00:00", "end": f"{DAYS[1]}T00:00:00"}}}
+    write_config(built.config_path, retrain)
     built.materialize(all_assets, first="DEV-0001", selection=["model"])
-    reg = built.sql("SELECT device_id, version FROM itap.model ORDER BY device_id, version")
+    write_config(built.config_path, CONFIG)
+    reg = built.sql("SELECT device_id, version, training_window FROM itap.model ORDER BY device_id, version")
     assert reg.filter(pl.col("device_id") == "DEV-0001")["version"].to_list() == [1, 2]
+    assert reg["training_window"][1].startswith("2026-01-01 06:00:00 to")
     assert reg.filter(pl.col("device_id") == "DEV-0002")["version"].to_list() == [1]
     built.materialize(all_assets, first=f"{DAYS[1]}|DEV-0001", last=f"{DAYS[1]}|DEV-0002", selection=["scores"])
     used = built.sql(f"SELECT device_id, min(model_version) AS v FROM itap.scores WHERE day = '{DAYS[1]}' "
