@@ -35,6 +35,9 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 test: dev
 	$(BIN)/python -m pytest -q
 
+bench: dev
+	$(BIN)/python bench/pipeline.py all
+
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 

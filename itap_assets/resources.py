@@ -32,7 +32,12 @@ def partition_keys_frame(partitions_def: dg.PartitionsDefinition | None, keys: l
         return None
     if isinstance(partitions_def, dg.MultiPartitionsDefinition):
         dims = [d.name for d in partitions_def.partitions_defs]
-        parts = [dict(zip(dims, k.split("|"))) for k in keys]
+        parts = []
+        for key in keys:
+            values = key.split("|")
+            if len(values) != len(dims):
+                raise storage.StorageError(f"partition key {key!r} does not have the form day|device")
+            parts.append(dict(zip(dims, values)))
         return storage.partition_frame(
             [date.fromisoformat(p[DAY]) for p in parts], [p[DEVICE] for p in parts]
         )

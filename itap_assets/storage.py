@@ -23,6 +23,7 @@ from itap_assets.views import VIEWS
 
 PARTITION_COLUMNS = ("day", "device_id")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 LOCK_TIMEOUT_S = 300.0
 
 
@@ -34,6 +35,13 @@ def check_identifier(name: str) -> str:
     if not _IDENTIFIER.fullmatch(name):
         raise StorageError(f"{name!r} is not a valid table or schema name (lower_snake_case, ≤ 63 chars)")
     return name
+
+
+def check_columns(frame: pl.DataFrame, table: str) -> None:
+    """Column names become SQL identifiers: letters, digits and underscores only."""
+    bad = [c for c in frame.columns if not _COLUMN.fullmatch(c)]
+    if bad:
+        raise StorageError(f"table {table}: column name(s) {bad} are not allowed (letters, digits, '_' only)")
 
 
 def check_device_id(device_id: str) -> str:
@@ -125,6 +133,7 @@ def replace_partitions(
     """
     check_identifier(schema)
     check_identifier(table)
+    check_columns(obj, table)
     if keys is not None:
         _check_rows_inside(obj, keys, table)
     qualified = f'"{schema}"."{table}"'

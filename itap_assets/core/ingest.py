@@ -281,6 +281,7 @@ def _read_csv(source: _Source, ingestion: IngestionSettings, roles: dict[str, st
     missing = _missing_columns(source, header, roles)
     if missing is not None:
         raise missing
+    _check_complete(source, text, header, ingestion.delimiter)
     indices = sorted(header.index(c) for c in read)
     payload = data.removeprefix(b"\xef\xbb\xbf") if ingestion.encoding == "utf8" else text.encode("utf-8")
     try:
@@ -298,6 +299,22 @@ def _read_csv(source: _Source, ingestion: IngestionSettings, roles: dict[str, st
     if frame.height == 0:
         raise source.error("no data rows (the file has a header only)")
     return frame
+
+
+def _check_complete(source: _Source, text: str, header: list[str], delimiter: str) -> None:
+    """A file whose last line has no line break and is cut short (an open quote, fewer fields than the header) was
+    truncated in transfer: refuse it rather than read a half row as if it were whole."""
+    if text.endswith(("\n", "\r")) or "\n" not in text.rstrip("\r\n"):
+        return
+    last = text[text.rfind("\n") + 1:]
+    fields = next(csv.reader([last], delimiter=delimiter), [])
+    if last.count('"') % 2 or len(fields) < len(header):
+        line = text.count("\n") + 1
+        raise IngestError(
+            f"{source.display}: line {line}: the file ends in the middle of a line ({len(fields)} of {len(header)} "
+            "fields, no final line break): it looks truncated; re-export or re-copy it",
+            file=source.display, line=line,
+        )
 
 
 def _csv_parse_error(source: _Source, header: list[str], delimiter: str, exc: Exception) -> IngestError:

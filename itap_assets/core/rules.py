@@ -71,6 +71,7 @@ Engine semantics (``evaluate_alerts``)
 from __future__ import annotations
 
 import difflib
+import reprlib
 import fnmatch
 import hashlib
 import json
@@ -592,12 +593,16 @@ def _describe(exc: ValidationError, model: type[BaseModel]) -> str:
     return "; ".join(messages)
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, limit: int = 200) -> str:
+    """A value for an error message, cut short (YAML aliases can make a tiny file hold a huge value)."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    return repr(value)
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _validate(model: type[BaseModel], raw: Any, label: str, fail: Any, context: dict | None = None) -> Any:

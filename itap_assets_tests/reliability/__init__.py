@@ -1,0 +1,1 @@
+"""Reliability tests: bad and hostile input, crashes and concurrency."""
