@@ -56,7 +56,10 @@ Engine semantics (``evaluate_alerts``)
    severity, then earliest start, then smallest id). Without an ``inhibit`` key the default is "higher severity
    inhibits lower"; ``inhibit: []`` turns inhibition off. Inhibitors inhibit even when silenced themselves, and
    an inhibitor from the context day may be absent from the returned frame (its own day's run returned it).
-6. **Silences** (maintenance windows ``[start, end)``): alerts of matching devices with ``start_ts < end`` and
+6. **Minimum evidence**: an incident with fewer than ``min_events`` flagged points (rule value, else
+   ``defaults.min_events``, default 1) is kept with ``suppressed_by = "min_events:<n>"`` and inhibits nothing --
+   Alertmanager's ``for:``: a lone flagged point does not page anyone.
+6b. **Silences** (maintenance windows ``[start, end)``): alerts of matching devices with ``start_ts < end`` and
    ``end_ts >= start`` are kept with ``suppressed_by = "silence:<name or list index>"``; the first matching
    silence wins and a silence takes precedence over an inhibition in ``suppressed_by``.
 7. ``alert_id`` = sha1 of ``device_id|rule_name|start_ts`` (ISO, microseconds), hex[:16]: stable across runs and
@@ -237,6 +240,14 @@ class Defaults(_Strict):
     cooldown_minutes: float = 0.0
     merge_gap_minutes: float = 15.0
     default_route: str | None = None
+    min_events: int = 1
+
+    @field_validator("min_events")
+    @classmethod
+    def _min_events(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
 
     _cooldown = field_validator("cooldown_minutes")(_non_negative)
     _gap = field_validator("merge_gap_minutes")(_positive)
@@ -265,9 +276,17 @@ class _AlertingRule(_RuleBase):
     action: str
     tag: str | None = None
     cooldown_minutes: float | None = None
+    min_events: int | None = None
 
     _route = field_validator("route")(_non_blank)
     _cooldown = field_validator("cooldown_minutes")(_non_negative)
+
+    @field_validator("min_events")
+    @classmethod
+    def _min_events(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("must be at least 1")
+        return value
 
     @field_validator("cause", "action")
     @classmethod
@@ -1101,9 +1120,19 @@ def evaluate_alerts(
     if df.height == 0:
         return empty_alerts()
     alerts = _finalise(_incidents(df, config, families), config)
-    inhibited = _inhibit(alerts, config)
+    # Like Alertmanager's `for:`, an incident pages only once it holds min_events flagged points; smaller ones are
+    # kept, marked, and do not inhibit others (an incident still growing at the end of a day can reach the
+    # minimum when the next day is evaluated).
+    needed = {r.name: r.min_events or config.defaults.min_events for r in config.alerting_rules}
+    needed_expr = pl.col("rule_name").replace_strict(needed, return_dtype=pl.Int64)
+    too_small = pl.col("n_events") < needed_expr
+    inhibited = _inhibit(alerts.filter(~too_small), config)
     alerts = alerts.join(inhibited, on="alert_id", how="left").with_columns(
-        suppressed_by=pl.coalesce(_silence_expr(alerts, config), pl.col("_inhibited_by"))
+        suppressed_by=pl.coalesce(
+            _silence_expr(alerts, config),
+            pl.when(too_small).then(pl.format("min_events:{}", needed_expr)),
+            pl.col("_inhibited_by"),
+        )
     )
     if window_start is not None:
         alerts = alerts.filter(pl.col("end_ts") >= _to_naive_utc(window_start))

@@ -122,12 +122,20 @@ class FaultEpisode:
     fault_id: str
     fault_tag: str
     start: int  # sample index, inclusive
-    end: int  # sample index, exclusive
+    end: int  # sample index, exclusive (includes any recovery tail)
     sensor: str | None = None  # the dropped sensor for sensor_dropout
+    active: int = 0  # intended samples of the active phase (even when the simulation ends before it does)
+    recovery: int = 0  # samples after the active phase in which the effect decays (labelled: it is still abnormal)
 
 
 def _draw_episodes(
-    rng: np.random.Generator, device_id: str, states: np.ndarray, dt: float, first_faulty: int, fault_rate: float
+    rng: np.random.Generator,
+    device_id: str,
+    states: np.ndarray,
+    dt: float,
+    first_faulty: int,
+    fault_rate: float,
+    recovery_s: dict[str, float],
 ) -> list[FaultEpisode]:
     n = len(states)
     faulty_days = (n - first_faulty) * dt / 86400
@@ -144,13 +152,17 @@ def _draw_episodes(
     for start, kind_idx in zip(starts, kinds):
         tag = FAULT_TYPES[kind_idx]
         lo, hi = FAULT_DURATION_S[tag]
-        length = max(2, int(rng.uniform(lo, hi) / dt))
+        recovery = int(recovery_s.get(tag, 0.0) / dt)
+        active = max(2, int(rng.uniform(lo, hi) / dt))
+        length = active + recovery
         sensor = SENSORS[rng.integers(len(SENSORS))] if tag == "sensor_dropout" else None
-        # Episodes of one device never overlap: each label names exactly one cause.
-        if start < busy_until:
+        # Episodes of one device never overlap (each label names exactly one cause), and a fault's active phase
+        # ends inside the simulated period (a fault cut off after a few samples has no signature to judge).
+        if start < busy_until or start + active > n:
             continue
         end = min(n, int(start) + length)
-        episodes.append(FaultEpisode(f"{device_id}-F{len(episodes) + 1:03d}", tag, int(start), end, sensor))
+        episodes.append(FaultEpisode(f"{device_id}-F{len(episodes) + 1:03d}", tag, int(start), end, sensor, active,
+                                     recovery))
         busy_until = end + int(1800 / dt)
     return episodes
 
@@ -185,7 +197,10 @@ def _device_timeline(sim: SimulationSettings, index: int) -> pl.DataFrame:
     values = {"temp_c": temp, "vibration_g": vib, "voltage_v": volt, "current_a": current, "rpm": rpm}
     episode = np.zeros(n, dtype=np.int32)  # 0 = fault-free, k = k-th episode
     first_faulty = int(round(sim.healthy_days * 86400 / dt))
-    episodes = _draw_episodes(rng, device_id, states, dt, first_faulty, sim.fault_rate)
+    # An overheated machine cools down with its own thermal time constant: the label covers the cool-down while
+    # the excess is still clear (two time constants, down to ~13 %); the rest fades unlabelled.
+    recovery_s = {"overheat_drift": 2 * p.thermal_tau_s}
+    episodes = _draw_episodes(rng, device_id, states, dt, first_faulty, sim.fault_rate, recovery_s)
     for k, ep in enumerate(episodes, start=1):
         _inject(ep, values, p, speed, t, rng)
         episode[ep.start : ep.end] = k
@@ -235,8 +250,14 @@ def _inject(
         values["vibration_g"][s:e] += rotating * p.vib_base_g * (0.8 + 2.5 * progress**1.5) * (1 + 0.3 * tone)
         values["temp_c"][s:e] += 3.0 + 8.0 * progress
     elif ep.fault_tag == "overheat_drift":
-        runaway = (np.exp(2.5 * progress) - 1) / (np.exp(2.5) - 1)
-        values["temp_c"][s:e] += 4.0 + 25.0 * runaway
+        # Thermal runaway, then (once the cause is removed) an exponential cool-down, never an instant drop.
+        # The runaway keeps its own pace when the simulation ends before the episode would.
+        span = min(len(t), s + m + 2 * ep.recovery) - s  # cooling continues (unlabelled) after the label ends
+        drift = ep.active
+        k = np.arange(span)
+        runaway = (np.exp(2.5 * np.minimum(k, drift - 1) / (drift - 1)) - 1) / (np.exp(2.5) - 1)
+        cooled = np.exp(-np.maximum(k - (drift - 1), 0) * (t[1] - t[0]) / p.thermal_tau_s)
+        values["temp_c"][s : s + span] += (4.0 + 25.0 * runaway) * cooled
     elif ep.fault_tag == "power_spike":
         spikes = rng.random(m) < 0.5
         sign = rng.choice([-1.0, 1.0], size=m)

@@ -7,9 +7,10 @@ import hashlib
 import pytest
 from polars.testing import assert_frame_equal
 
-from itap_assets.core.rules import alert_id, evaluate_alerts
+from itap_assets.core.rules import DEFAULT_FAMILIES, AlertRulesError, alert_id, evaluate_alerts, parse_alert_rules
 from itap_assets_tests.core.test_rules_support import (
     DAY,
+    SOURCE,
     at,
     config,
     dominant,
@@ -295,3 +296,42 @@ def test_alert_of_the_context_day_still_inhibits_an_alert_of_day_d():
     alerts = run(three_severities(), *points, window_start=DAY)
     # then only the warning is returned, still suppressed by the (context) critical alert
     assert alerts.select("rule_name", "suppressed_by").rows() == [("temp", alert_id("DEV-001", "vib", at(-20)))]
+
+
+# --- minimum evidence (min_events) -------------------------------------------------------------------------------
+
+
+def test_an_incident_below_min_events_is_kept_but_does_not_page():
+    # given a rule that needs 3 flagged points and an incident of 2
+    cfg = config(dominant("vib", "Vibration", min_events=3))
+    alerts = run(cfg, point(0, families=VIB), point(1, families=VIB))
+    # then the incident is there, marked, not active
+    assert alerts.select("n_events", "suppressed_by").rows() == [(2, "min_events:3")]
+
+
+def test_an_incident_reaching_min_events_pages():
+    cfg = config(dominant("vib", "Vibration", min_events=3))
+    alerts = run(cfg, *(point(m, families=VIB) for m in (0, 1, 2)))
+    assert alerts.select("n_events", "suppressed_by").rows() == [(3, None)]
+
+
+def test_min_events_defaults_apply_to_rules_without_their_own():
+    # given defaults.min_events=2 and a rule without min_events
+    raw = {"defaults": {"default_route": "ops", "min_events": 2}, "rules": [dominant("vib", "Vibration")]}
+    cfg = parse_alert_rules(raw, DEFAULT_FAMILIES, source=SOURCE)
+    # when a single point is flagged, then it does not page
+    assert run(cfg, point(0, families=VIB))["suppressed_by"].to_list() == ["min_events:2"]
+
+
+def test_a_too_small_incident_does_not_inhibit_others():
+    # given a CRITICAL rule needing 5 points and a WARNING rule, overlapping on one device
+    cfg = config(dominant("vib", "Vibration", severity="CRITICAL", min_events=5), dominant("temp", "Temperature"))
+    alerts = run(cfg, point(0, families=VIB), point(1, families=TEMP), point(2, families=TEMP))
+    by_rule = dict(alerts.select("rule_name", "suppressed_by").rows())
+    # then the small CRITICAL incident is marked and the WARNING one stays active
+    assert by_rule == {"vib": "min_events:5", "temp": None}
+
+
+def test_min_events_below_one_is_a_config_error():
+    with pytest.raises(AlertRulesError, match=r"Rule 'vib': min_events=0 must be at least 1"):
+        config(dominant("vib", "Vibration", min_events=0))
