@@ -167,8 +167,9 @@ def report(f: dict) -> None:
 
 
 QUALITY = [
-    "detection.critical_episode_recall", "detection.false_alarm_rate", "detection.roc_auc", "detection.pr_auc",
-    "root_cause.accuracy", "alerts.critical_episode_alert_recall", "alerts.alert_precision",
+    "detection.critical_episode_recall", "detection.false_alarm_rate", "detection.false_alarm_rate_excl_post_fault",
+    "detection.roc_auc", "detection.roc_auc_excl_post_fault", "detection.pr_auc", "root_cause.accuracy",
+    "alerts.critical_episode_alert_recall", "alerts.alert_precision", "alerts.alert_precision_with_evidence_window",
     "alerts.alerts_per_fault_free_device_day", "alerts.alerts_per_flagged_point",
 ]
 

@@ -129,7 +129,7 @@ class SmoothingSettings(Strict):
 
 class ModelSettings(Strict):
     training: TrainingWindow = TrainingWindow(first_days=1)
-    detector: Literal["iforest", "pca", "ensemble"] = "ensemble"
+    detector: Literal["iforest", "pca", "ensemble"] = "pca"
     threshold: ThresholdSettings = ThresholdSettings()
     smoothing: SmoothingSettings | None = SmoothingSettings()
     min_training_rows: int = Field(200, ge=10)

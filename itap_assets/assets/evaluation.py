@@ -17,6 +17,7 @@ from itap_assets.core.metrics import (
     metrics_frame,
     root_cause_accuracy,
 )
+from itap_assets.core.features import window_us
 from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
 
 HEADLINE = [
@@ -32,13 +33,16 @@ HEADLINE = [
 ]
 
 
-def evaluate(scored: pl.DataFrame, explained: pl.DataFrame, alert_rows: pl.DataFrame, sensors: dict) -> pl.DataFrame:
-    """All figures as one long table (metric, scope, value)."""
+def evaluate(scored: pl.DataFrame, explained: pl.DataFrame, alert_rows: pl.DataFrame, sensors: dict,
+             evidence_window_s: float) -> pl.DataFrame:
+    """All figures as one long table (metric, scope, value). The standard figures are strict; figures that allow
+    for the features' look-back after an episode ends (`evidence_window_s`) are extra, separately named rows."""
     episodes = fault_episodes(scored.filter(~pl.col("in_training")), list(sensors))
-    detection = point_metrics(scored)
+    detection = point_metrics(scored, post_fault_grace_s=evidence_window_s)
     root = root_cause_accuracy(explained, sensors, episodes)
     free_days = fault_free_device_days(scored)
-    quality = alert_quality(alert_rows, episodes, free_days, int(scored.filter(~pl.col("in_training"))["is_anomaly"].sum()))
+    flagged = int(scored.filter(~pl.col("in_training"))["is_anomaly"].sum())
+    quality = alert_quality(alert_rows, episodes, free_days, flagged, evidence_window_s=evidence_window_s)
     return pl.concat([metrics_frame(detection, "detection"), metrics_frame(root, "root_cause"),
                       metrics_frame(quality, "alerts")])
 
@@ -53,7 +57,9 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
                       itap_config: ItapConfig) -> pl.DataFrame:
     """Point, episode, root-cause and alert-quality figures against the labels (training rows left out). Empty
     when the telemetry carries no labels."""
-    sensors = itap_config.settings.sensor_families
+    settings = itap_config.settings
+    sensors = settings.sensor_families
+    longest_window_s = max(window_us(w) for w in settings.features.windows) / 1e6
     labels = "v.fault_tag, v.fault_id"
     sensor_cols = ", ".join(f'v."{s}"' for s in sensors)
     scored = warehouse.query(
@@ -69,7 +75,7 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
     )
     alert_rows = warehouse.query("SELECT * FROM v_alerts") if warehouse.has_table("v_alerts") else \
         warehouse.query("SELECT * FROM alerts")
-    out = evaluate(scored, explained, alert_rows, sensors).with_columns(
+    out = evaluate(scored, explained, alert_rows, sensors, longest_window_s).with_columns(
         pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("computed_at"))
     head = out.filter(pl.struct("metric", "scope").is_in([{"metric": m, "scope": s} for m, s in HEADLINE]))
     context.add_output_metadata({

@@ -1,0 +1,483 @@
+"""Evaluation against labelled faults: point detection, episodes, root cause, alert quality.
+
+Only evaluation uses labels; nothing here feeds back into thresholds.
+
+Conventions
+-----------
+* A row is **positive** when it carries a ``fault_id`` (simulated faults label every sample of an episode), negative
+  (fault-free) otherwise. Rows with ``in_training`` true are left out of every metric (the model saw them).
+* ``is_anomaly`` NULL counts as not flagged. Rows with a NULL/NaN ``score`` are left out of ROC-AUC/PR-AUC only.
+* Point metrics come from ``sklearn.metrics`` (precision/recall/F1, ``roc_auc_score``, ``average_precision_score`` as
+  PR-AUC); a metric that is undefined for the data (e.g. AUC with one class) is ``None``. No point adjustment.
+* An **episode** is ``(device_id, fault_id)``: its start/end are its first/last labelled (evaluated) sample. It is
+  detected when any of its points is flagged; delay = first flagged ts - start, in seconds.
+* Results are dicts ``{"overall": {...}, "by_fault_type": {tag: {...}}}`` of plain floats/ints (JSON-able);
+  ``metrics_frame`` flattens them into a long ``metric, scope, value`` frame for DuckDB.
+* Rolling features remember a fault for up to their longest window after the labelled end, so fault-free rows
+  right after an episode look anomalous. ``detection_metrics(..., post_fault_grace_s=...)`` reports *additionally*
+  the false-alarm rate and ROC-AUC without those rows (the standard keys never change).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+from sklearn import metrics as skm
+
+CRITICAL_FAULTS: tuple[str, ...] = ("bearing_wear", "overheat_drift", "power_spike")
+FAULT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "bearing_wear": ("Vibration",),
+    "overheat_drift": ("Temperature",),
+    "power_spike": ("Voltage", "Current"),
+    # sensor_dropout: the family of the dropped sensor (see `fault_episodes` / `expected_families`)
+}
+DROPOUT = "sensor_dropout"
+_KEYS = {"ts", "day", "device_id", "state", "fault_tag", "fault_id", "warmup", "in_training"}
+
+
+def _f(x) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def _median(values: Sequence[float]) -> float | None:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    return float(np.median(v)) if v else None
+
+
+def _safe(fn, *args, **kwargs) -> float | None:
+    try:
+        return _f(fn(*args, **kwargs))
+    except ValueError:  # one class only
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# episodes
+
+
+def _dropped_sensor(frame: pl.DataFrame, sensors: Sequence[str]) -> pl.DataFrame:
+    """Per (device_id, fault_id): the sensor most NULL-or-flat inside the episode (2 x null share + flat share)."""
+    if not sensors:
+        return frame.select("device_id", "fault_id").unique().with_columns(fault_sensor=pl.lit(None, pl.Utf8))
+    score_exprs = [
+        (
+            2.0 * pl.col(s).is_null().mean()
+            + ((pl.col(s).diff() == 0).fill_null(False).sum() / pl.len())
+        ).alias(s)
+        for s in sensors
+    ]
+    per = frame.sort("device_id", "ts").group_by("device_id", "fault_id", maintain_order=True).agg(score_exprs)
+    mat = per.select(sensors).to_numpy()
+    best = [sensors[i] for i in np.argmax(mat, axis=1)] if per.height else []
+    return per.select("device_id", "fault_id").with_columns(fault_sensor=pl.Series(best, dtype=pl.Utf8))
+
+
+def fault_episodes(telemetry: pl.DataFrame, sensors: Sequence[str] | None = None) -> pl.DataFrame:
+    """Labelled episodes: ``device_id, fault_id, fault_tag, start_ts, end_ts, n_points, fault_sensor``.
+
+    ``fault_sensor`` is the dropped sensor of a ``sensor_dropout`` episode (the sensor most NULL/flat-lined inside
+    it; needs the sensor columns, by default every float column of ``telemetry``) and NULL for other fault types.
+    """
+    lab = telemetry.filter(pl.col("fault_id").is_not_null())
+    if sensors is None:
+        sensors = [c for c, t in telemetry.schema.items() if c not in _KEYS and t.is_float()]
+    eps = (
+        lab.group_by("device_id", "fault_id")
+        .agg(
+            pl.col("fault_tag").drop_nulls().first(),
+            pl.col("ts").min().alias("start_ts"),
+            pl.col("ts").max().alias("end_ts"),
+            pl.len().cast(pl.Int64).alias("n_points"),
+        )
+        .sort("device_id", "start_ts")
+    )
+    drop = lab.filter(pl.col("fault_tag") == DROPOUT)
+    if drop.height:
+        sens = _dropped_sensor(drop, [s for s in sensors if s in drop.columns])
+        eps = eps.join(sens, on=["device_id", "fault_id"], how="left")
+    else:
+        eps = eps.with_columns(fault_sensor=pl.lit(None, pl.Utf8))
+    return eps
+
+
+def expected_families(episodes: pl.DataFrame, sensor_families: Mapping[str, str]) -> pl.DataFrame:
+    """``device_id, fault_id, fault_tag, expected`` (list of acceptable root-cause families per episode)."""
+    rows = []
+    for r in episodes.iter_rows(named=True):
+        tag = r["fault_tag"]
+        if tag == DROPOUT:
+            fam = sensor_families.get(r.get("fault_sensor") or "")
+            exp = [fam] if fam else []
+        else:
+            exp = list(FAULT_FAMILIES.get(tag, ()))
+        rows.append({"device_id": r["device_id"], "fault_id": r["fault_id"], "fault_tag": tag, "expected": exp})
+    return pl.DataFrame(
+        rows,
+        schema={"device_id": pl.Utf8, "fault_id": pl.Utf8, "fault_tag": pl.Utf8, "expected": pl.List(pl.Utf8)},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# detection
+
+
+def _eval_rows(scores: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    need = {"device_id", "ts", "score", "is_anomaly", "fault_id"}
+    missing = need - set(scores.columns)
+    if missing:
+        raise ValueError(f"scores frame lacks columns {sorted(missing)}")
+    df = scores
+    if "fault_tag" not in df.columns:
+        df = df.with_columns(fault_tag=pl.lit(None, pl.Utf8))
+    train = pl.col("in_training").fill_null(False) if "in_training" in df.columns else pl.lit(False)
+    n_train = int(df.select(train.sum()).item() or 0)
+    df = df.filter(~train).with_columns(
+        pl.col("is_anomaly").cast(pl.Boolean).fill_null(False),
+        pl.col("score").cast(pl.Float64).fill_nan(None),
+        pl.col("fault_id").is_not_null().alias("_pos"),
+    )
+    return df, n_train
+
+
+def episode_detection(scores: pl.DataFrame) -> pl.DataFrame:
+    """One row per evaluated episode: ``device_id, fault_id, fault_tag, start_ts, end_ts, n_points, n_flagged,
+    detected, first_flag_ts, delay_s`` (training rows left out)."""
+    df, _ = _eval_rows(scores)
+    return (
+        df.filter(pl.col("_pos"))
+        .group_by("device_id", "fault_id")
+        .agg(
+            pl.col("fault_tag").drop_nulls().first(),
+            pl.col("ts").min().alias("start_ts"),
+            pl.col("ts").max().alias("end_ts"),
+            pl.len().cast(pl.Int64).alias("n_points"),
+            pl.col("is_anomaly").sum().cast(pl.Int64).alias("n_flagged"),
+            pl.col("ts").filter(pl.col("is_anomaly")).min().alias("first_flag_ts"),
+        )
+        .with_columns(
+            (pl.col("n_flagged") > 0).alias("detected"),
+            ((pl.col("first_flag_ts") - pl.col("start_ts")).dt.total_microseconds() / 1e6).alias("delay_s"),
+        )
+        .sort("device_id", "start_ts")
+    )
+
+
+def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray) -> dict:
+    has = ~np.isnan(score)
+    neg = ~y
+    p, r, f1, _ = skm.precision_recall_fscore_support(
+        y, flag, average="binary", pos_label=True, zero_division=0.0
+    ) if y.any() or flag.any() else (0.0, 0.0, 0.0, None)
+    two = y[has].any() and (~y[has]).any()
+    return {
+        "rows": int(y.size),
+        "positives": int(y.sum()),
+        "negatives": int(neg.sum()),
+        "flagged": int(flag.sum()),
+        "precision": _f(p) if flag.any() else None,
+        "recall": _f(r) if y.any() else None,
+        "f1": _f(f1) if (y.any() or flag.any()) else None,
+        "false_alarm_rate": _f(flag[neg].mean()) if neg.any() else None,
+        "missed_alarm_rate": _f(1.0 - flag[y].mean()) if y.any() else None,
+        "roc_auc": _safe(skm.roc_auc_score, y[has], score[has]) if two else None,
+        "pr_auc": _safe(skm.average_precision_score, y[has], score[has]) if two else None,
+        "unscored_rows": int((~has).sum()),
+    }
+
+
+def post_fault_mask(frame: pl.DataFrame, grace_s: float) -> np.ndarray:
+    """Boolean per row of ``frame``: a fault-free row at most ``grace_s`` seconds after the end of a labelled
+    episode of the same device (rolling features still "remember" the fault there)."""
+    ends = (
+        frame.filter(pl.col("fault_id").is_not_null())
+        .group_by("device_id", "fault_id")
+        .agg(pl.col("ts").max().alias("_end"))
+        .select("device_id", "_end")
+        .sort("device_id", "_end")
+    )
+    if ends.height == 0 or frame.height == 0:
+        return np.zeros(frame.height, dtype=bool)
+    idx = frame.select("device_id", "ts", "fault_id").with_row_index("_i").sort("device_id", "ts")
+    joined = idx.join_asof(
+        ends.rename({"_end": "ts_end"}).with_columns(pl.col("ts_end").alias("ts")),
+        on="ts",
+        by="device_id",
+        strategy="backward",
+        check_sortedness=False,
+    )
+    grace = pl.duration(microseconds=int(grace_s * 1e6))
+    post = (
+        pl.col("fault_id").is_null() & pl.col("ts_end").is_not_null() & (pl.col("ts") - pl.col("ts_end") <= grace)
+    ).fill_null(False)
+    out = np.zeros(frame.height, dtype=bool)
+    res = joined.select("_i", post.alias("p"))
+    out[res["_i"].to_numpy()] = res["p"].to_numpy()
+    return out
+
+
+def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = None) -> dict:
+    """Point and episode detection metrics (see module doc). ``scores`` columns: ``device_id, ts, score, is_anomaly,
+    in_training, fault_tag, fault_id``. Returns ``{"overall": {...}, "by_fault_type": {tag: {...}}}``.
+
+    ``post_fault_grace_s`` (e.g. the longest feature window) adds *extra* keys -- ``post_fault_rows``,
+    ``post_fault_flagged``, ``false_alarm_rate_excl_post_fault``, ``roc_auc_excl_post_fault`` -- that leave out
+    fault-free rows within that many seconds after an episode's end; the standard keys are unchanged.
+    """
+    df, n_train = _eval_rows(scores)
+    y = df["_pos"].to_numpy()
+    flag = df["is_anomaly"].to_numpy()
+    score = df["score"].to_numpy().astype(np.float64)
+    score = np.where(np.isfinite(score), score, np.nan)
+    overall = _point_block(y, flag, score)
+    overall["training_rows_excluded"] = n_train
+
+    eps = episode_detection(scores)
+    overall.update(_episode_block(eps))
+    by_type: dict[str, dict] = {}
+    tags = df["fault_tag"].to_numpy()
+    neg = ~y
+    for tag in sorted(t for t in df.filter(pl.col("_pos"))["fault_tag"].unique().to_list() if t is not None):
+        sel = (tags == tag) & y
+        rows = sel | neg
+        block = {
+            "points": int(sel.sum()),
+            "point_recall": _f(flag[sel].mean()) if sel.any() else None,
+            "roc_auc": _safe(skm.roc_auc_score, y[rows & ~np.isnan(score)], score[rows & ~np.isnan(score)])
+            if neg.any()
+            else None,
+        }
+        block.update(_episode_block(eps.filter(pl.col("fault_tag") == tag)))
+        by_type[tag] = block
+    crit = eps.filter(pl.col("fault_tag").is_in(list(CRITICAL_FAULTS)))
+    overall.update({f"critical_{k}": v for k, v in _episode_block(crit).items()})
+    if post_fault_grace_s is not None:
+        post = post_fault_mask(df, post_fault_grace_s)
+        keep = ~post
+        has = ~np.isnan(score)
+        overall.update(
+            {
+                "post_fault_grace_s": float(post_fault_grace_s),
+                "post_fault_rows": int(post.sum()),
+                "post_fault_flagged": int((post & flag).sum()),
+                "false_alarm_rate_excl_post_fault": _f(flag[neg & keep].mean()) if (neg & keep).any() else None,
+                "roc_auc_excl_post_fault": _safe(skm.roc_auc_score, y[keep & has], score[keep & has])
+                if (y[keep & has].any() and (~y[keep & has]).any())
+                else None,
+            }
+        )
+    return {"overall": overall, "by_fault_type": by_type}
+
+
+def _episode_block(eps: pl.DataFrame) -> dict:
+    n = eps.height
+    det = int(eps["detected"].sum()) if n else 0
+    return {
+        "episodes": n,
+        "episodes_detected": det,
+        "episode_recall": det / n if n else None,
+        "median_delay_s": _median(eps.filter(pl.col("detected"))["delay_s"].to_list()) if n else None,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# root cause
+
+
+def root_cause_accuracy(
+    explained: pl.DataFrame,
+    sensor_families: Mapping[str, str],
+    episodes: pl.DataFrame | None = None,
+) -> dict:
+    """Share of explained, flagged fault points whose ``top_family`` is the fault's family.
+
+    ``explained``: ``device_id, fault_id, fault_tag, top_family`` per flagged point (fault-free points are ignored;
+    ``in_training`` rows too). The family of a ``sensor_dropout`` episode is that of its dropped sensor, taken from
+    (first that applies) a ``fault_sensor`` column of ``explained``, ``episodes`` (``fault_episodes`` output) or the
+    sensor columns of ``explained`` itself. Point level: every flagged point counts (a point with NULL
+    ``top_family`` is wrong). Episode level: the most frequent ``top_family`` of an episode's points.
+    Returns ``{"overall": {points, accuracy, episodes, episode_accuracy}, "by_fault_type": {...}}``.
+    """
+    df = explained.filter(pl.col("fault_id").is_not_null())
+    if "in_training" in df.columns:
+        df = df.filter(~pl.col("in_training").fill_null(False))
+    if "is_anomaly" in df.columns:
+        df = df.filter(pl.col("is_anomaly").fill_null(False))
+    if "fault_sensor" in df.columns:
+        eps = df.group_by("device_id", "fault_id").agg(
+            pl.col("fault_tag").drop_nulls().first(), pl.col("fault_sensor").drop_nulls().first()
+        )
+    elif episodes is not None:
+        eps = episodes.select("device_id", "fault_id", "fault_tag", "fault_sensor")
+    else:
+        eps = fault_episodes(df, [s for s in sensor_families if s in df.columns]).select(
+            "device_id", "fault_id", "fault_tag", "fault_sensor"
+        )
+    exp = expected_families(eps, sensor_families).select("device_id", "fault_id", "expected")
+    df = df.join(exp, on=["device_id", "fault_id"], how="left").with_columns(
+        pl.col("expected").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
+    ).with_columns(
+        correct=pl.col("top_family").is_not_null() & pl.col("expected").list.contains(pl.col("top_family")).fill_null(False)
+    )
+    ep = (
+        df.filter(pl.col("top_family").is_not_null())
+        .group_by("device_id", "fault_id")
+        .agg(
+            pl.col("fault_tag").first(),
+            pl.col("expected").first(),
+            pl.col("top_family").mode().sort().first().alias("mode_family"),
+        )
+        .with_columns(correct=pl.col("expected").list.contains(pl.col("mode_family")))
+    )
+
+    def block(points: pl.DataFrame, episodes_: pl.DataFrame) -> dict:
+        n, e = points.height, episodes_.height
+        return {
+            "points": n,
+            "accuracy": float(points["correct"].mean()) if n else None,
+            "episodes": e,
+            "episode_accuracy": float(episodes_["correct"].mean()) if e else None,
+        }
+
+    by_type = {
+        tag: block(df.filter(pl.col("fault_tag") == tag), ep.filter(pl.col("fault_tag") == tag))
+        for tag in sorted(t for t in df["fault_tag"].unique().to_list() if t is not None)
+    }
+    return {"overall": block(df, ep), "by_fault_type": by_type}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# alerts
+
+
+def alert_quality(
+    alerts: pl.DataFrame,
+    episodes: pl.DataFrame,
+    fault_free_device_days: int,
+    flagged_points: int,
+    evidence_window_s: float | None = None,
+) -> dict:
+    """Quality of routed alerts against labelled episodes.
+
+    ``evidence_window_s`` (e.g. the longest feature window) adds *extra* keys ``*_with_evidence_window``: an alert
+    that starts within that many seconds after an episode ended still rests on features computed over the fault,
+    so it is counted as covering it. The standard keys are unchanged.
+
+    Only active alerts (``suppressed_by`` NULL) count. An alert *covers* an episode when it is on the same device and
+    ``alert.start_ts <= episode.end_ts and alert.end_ts >= episode.start_ts`` (closed intervals).
+
+    * ``episodes_alerted`` / ``episode_alert_recall``: episodes covered by at least one alert; ``critical_*`` the
+      same for bearing_wear, overheat_drift and power_spike; per fault type under ``by_fault_type``.
+    * ``alert_precision``: active alerts covering some episode / active alerts.
+    * ``median_time_to_alert_s``: per alerted episode, earliest covering alert start - episode start, floored at 0
+      (an alert already open when the fault starts counts as immediate).
+    * ``false_alerts_per_fault_free_device_day``: active alerts covering no episode / ``fault_free_device_days``
+      (``alerts_per_fault_free_device_day`` is the same; both keys are kept for readability).
+    * ``alerts_per_flagged_point``: active alerts / ``flagged_points`` (volume reduction; lower = fewer pages).
+    """
+    act = alerts.filter(pl.col("suppressed_by").is_null()).select(
+        "alert_id", "device_id", pl.col("start_ts").alias("a_start"), pl.col("end_ts").alias("a_end")
+    )
+    ep = episodes.select("device_id", "fault_id", "fault_tag", "start_ts", "end_ts")
+    pairs = act.join(ep, on="device_id", how="inner").filter(
+        (pl.col("a_start") <= pl.col("end_ts")) & (pl.col("a_end") >= pl.col("start_ts"))
+    )
+    first = pairs.group_by("device_id", "fault_id").agg(pl.col("a_start").min().alias("first_alert"))
+    epq = ep.join(first, on=["device_id", "fault_id"], how="left").with_columns(
+        alerted=pl.col("first_alert").is_not_null(),
+        tta_s=pl.max_horizontal(
+            (pl.col("first_alert") - pl.col("start_ts")).dt.total_microseconds() / 1e6, pl.lit(0.0)
+        ),
+    )
+
+    def block(e: pl.DataFrame) -> dict:
+        n = e.height
+        k = int(e["alerted"].sum()) if n else 0
+        return {
+            "episodes": n,
+            "episodes_alerted": k,
+            "episode_alert_recall": k / n if n else None,
+            "median_time_to_alert_s": _median(e.filter(pl.col("alerted"))["tta_s"].to_list()) if k else None,
+        }
+
+    n_alerts = act.height
+    covering = pairs["alert_id"].n_unique() if pairs.height else 0
+    false_alerts = n_alerts - covering
+    extra = {}
+    if evidence_window_s is not None:
+        window = timedelta(seconds=evidence_window_s)
+        late = act.join(ep, on="device_id", how="inner").filter(
+            (pl.col("a_start") - window <= pl.col("end_ts")) & (pl.col("a_end") >= pl.col("start_ts"))
+        )
+        covering_late = late["alert_id"].n_unique() if late.height else 0
+        extra = {
+            "evidence_window_s": float(evidence_window_s),
+            "alert_precision_with_evidence_window": covering_late / n_alerts if n_alerts else None,
+            "false_alerts_per_fault_free_device_day_with_evidence_window":
+                (n_alerts - covering_late) / fault_free_device_days if fault_free_device_days else None,
+        }
+    overall = {
+        **block(epq),
+        **{f"critical_{k}": v for k, v in block(epq.filter(pl.col("fault_tag").is_in(list(CRITICAL_FAULTS)))).items()},
+        "active_alerts": n_alerts,
+        "suppressed_alerts": alerts.height - n_alerts,
+        "alerts_covering_fault": covering,
+        "alert_precision": covering / n_alerts if n_alerts else None,
+        "false_alerts": false_alerts,
+        "fault_free_device_days": fault_free_device_days,
+        "false_alerts_per_fault_free_device_day": false_alerts / fault_free_device_days
+        if fault_free_device_days
+        else None,
+        "alerts_per_fault_free_device_day": false_alerts / fault_free_device_days if fault_free_device_days else None,
+        "flagged_points": flagged_points,
+        "alerts_per_flagged_point": n_alerts / flagged_points if flagged_points else None,
+        **extra,
+    }
+    by_type = {
+        tag: block(epq.filter(pl.col("fault_tag") == tag))
+        for tag in sorted(t for t in epq["fault_tag"].unique().to_list() if t is not None)
+    }
+    return {"overall": overall, "by_fault_type": by_type}
+
+
+def fault_free_device_days(telemetry: pl.DataFrame, exclude_training: bool = True) -> int:
+    """Device-days without any labelled fault row (``in_training`` rows/days left out when present)."""
+    df = telemetry
+    if exclude_training and "in_training" in df.columns:
+        df = df.filter(~pl.col("in_training").fill_null(False))
+    day = pl.col("day") if "day" in df.columns else pl.col("ts").dt.date()
+    per = df.group_by("device_id", day.alias("_d")).agg(pl.col("fault_id").is_not_null().any().alias("f"))
+    return int((~per["f"]).sum())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# table form
+
+
+def metrics_frame(result: Mapping, family: str = "") -> pl.DataFrame:
+    """Flatten ``{"overall": {...}, "by_fault_type": {tag: {...}}}`` into ``metric, scope, value`` (Float64).
+
+    ``scope`` is ``"all"`` or ``"fault_type=<tag>"``; ``metric`` is prefixed with ``family + "."`` when given.
+    Non-numeric entries are skipped; undefined metrics are NULL.
+    """
+    rows: list[tuple[str, str, float | None]] = []
+    pre = f"{family}." if family else ""
+
+    def add(scope: str, block: Mapping) -> None:
+        for key, val in block.items():
+            if isinstance(val, bool):
+                val = float(val)
+            if val is None or isinstance(val, (int, float, np.integer, np.floating)):
+                rows.append((pre + key, scope, None if val is None else float(val)))
+
+    add("all", result.get("overall", {}))
+    for tag, block in result.get("by_fault_type", {}).items():
+        add(f"fault_type={tag}", block)
+    return pl.DataFrame(rows, schema={"metric": pl.Utf8, "scope": pl.Utf8, "value": pl.Float64}, orient="row")

@@ -1,0 +1,123 @@
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pytest
+
+from itap_assets.core.explain import (
+    EXPLAIN_SCHEMA,
+    explain_points,
+    family_shares,
+    feature_family_map,
+    root_cause_family_map,
+)
+
+NAMES = ["temp_mean", "temp_std", "vib_mean", "volt_mean", "cur_mean", "temp_missing"]
+FAMILIES = {
+    "temp_mean": "Temperature",
+    "temp_std": "Temperature",
+    "vib_mean": "Vibration",
+    "volt_mean": "Voltage",
+    "cur_mean": "Current",
+    "temp_missing": "DataQuality",
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    sensor: str | None
+    family: str
+    kind: str = "mean"
+    window: str | None = None
+
+
+def test_family_percentages_and_top_features():
+    a = np.array(
+        [
+            [3.0, 1.0, 4.0, 0.0, 0.0, 2.0],  # Temperature 40 %, Vibration 40 % (tie -> mapping order), DQ 20 %
+            [0.0, 0.0, 1.0, 6.0, 3.0, 0.0],
+        ]
+    )
+    out = explain_points(a, NAMES, FAMILIES, top_k=2)
+    assert out.schema == pl.Schema(EXPLAIN_SCHEMA)
+    assert out["top_family"].to_list() == ["Temperature", "Voltage"]
+    fam0 = json.loads(out["family_pct"][0])
+    assert fam0 == {"Temperature": 40.0, "Vibration": 40.0, "DataQuality": 20.0}
+    fam1 = json.loads(out["family_pct"][1])
+    assert list(fam1) == ["Voltage", "Current", "Vibration"]  # largest first
+    assert sum(fam1.values()) == pytest.approx(100.0, abs=0.1)
+    assert json.loads(out["top_features"][0]) == [["vib_mean", 40.0], ["temp_mean", 30.0]]
+    assert json.loads(out["top_features"][1]) == [["volt_mean", 60.0], ["cur_mean", 30.0]]
+
+
+def test_percentages_sum_to_100_on_random_rows():
+    rng = np.random.default_rng(0)
+    a = rng.exponential(size=(200, len(NAMES))) ** 3
+    out = explain_points(a, NAMES, FAMILIES)
+    for row in out["family_pct"]:
+        assert sum(json.loads(row).values()) == pytest.approx(100.0, abs=0.1)
+    assert all(len(json.loads(r)) == 5 for r in out["top_features"])
+    fams, shares = family_shares(a, NAMES, FAMILIES)
+    assert out["top_family"].to_list() == [fams[i] for i in shares.argmax(axis=1)]
+
+
+def test_zero_negative_and_nonfinite_attribution():
+    a = np.array(
+        [
+            [0.0] * 6,
+            [np.nan, -5.0, 0.0, 0.0, 0.0, 0.0],
+            [np.inf, 1.0, 0.0, 0.0, 0.0, 0.0],
+            [-1.0, 0.0, 2.0, 0.0, 0.0, 0.0],
+        ]
+    )
+    out = explain_points(a, NAMES, FAMILIES)
+    assert out["top_family"].to_list() == [None, None, "Temperature", "Vibration"]
+    assert out["family_pct"][0] is None and out["top_features"][1] is None
+    assert json.loads(out["family_pct"][3]) == {"Vibration": 100.0}
+
+
+def test_unknown_features_and_empty_input():
+    out = explain_points(np.array([[1.0, 3.0]]), ["x", "temp_mean"], {"temp_mean": "Temperature"})
+    assert json.loads(out["family_pct"][0]) == {"Temperature": 75.0, "Other": 25.0}
+    empty = explain_points(np.zeros((0, len(NAMES))), NAMES, FAMILIES)
+    assert empty.height == 0 and empty.schema == pl.Schema(EXPLAIN_SCHEMA)
+    with pytest.raises(ValueError):
+        explain_points(np.zeros((2, 3)), NAMES, FAMILIES)
+
+
+def test_root_cause_map_files_sensor_data_quality_under_the_sensor_family():
+    specs = [
+        Spec("temp_c__mean_5m", "temp_c", "Temperature"),
+        Spec("temp_c__missing_streak", "temp_c", "DataQuality"),
+        Spec("rpm__missing_streak", "rpm", "DataQuality"),
+        Spec("fleet__missing", None, "DataQuality"),
+        Spec("state__transitions_5m", None, "State"),
+    ]
+    own = feature_family_map(specs)
+    assert own["temp_c__missing_streak"] == "DataQuality"
+    rc = root_cause_family_map(specs, {"rpm": "RPM"})
+    assert rc == {
+        "temp_c__mean_5m": "Temperature",
+        "temp_c__missing_streak": "Temperature",  # implied by the sensor's own features
+        "rpm__missing_streak": "RPM",  # from sensor_families
+        "fleet__missing": "DataQuality",
+        "state__transitions_5m": "State",
+    }
+    assert feature_family_map({"a": "X"}) == {"a": "X"}
+
+
+def test_root_cause_map_with_the_feature_registry():
+    features = pytest.importorskip("itap_assets.core.features")
+    from itap_assets.settings import DEFAULT_SENSORS
+
+    sensor_families = {k: v.family for k, v in DEFAULT_SENSORS.items()}
+    specs = features.feature_registry(sensor_families)
+    rc = root_cause_family_map(specs, sensor_families)
+    assert set(rc) == {s.name for s in specs}
+    for spec in specs:
+        if spec.sensor is not None:
+            assert rc[spec.name] == sensor_families[spec.sensor]
+        else:
+            assert rc[spec.name] == spec.family

@@ -1,0 +1,195 @@
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from itap_assets.core.metrics import (
+    alert_quality,
+    detection_metrics,
+    episode_detection,
+    expected_families,
+    fault_episodes,
+    fault_free_device_days,
+    metrics_frame,
+    post_fault_mask,
+    root_cause_accuracy,
+)
+
+T0 = datetime(2026, 1, 2)
+SENSOR_FAMILIES = {"temp_c": "Temperature", "rpm": "RPM"}
+
+
+def ts(i: int) -> datetime:
+    return T0 + timedelta(seconds=10 * i)
+
+
+@pytest.fixture(scope="module")
+def frame() -> pl.DataFrame:
+    """Two devices x 20 rows at 10 s. A: training rows 0-4, bearing_wear rows 8-11, flags at 2 (training), 10,
+    11, 15. B: power_spike rows 3-5 (missed), sensor_dropout of temp_c rows 12-16 (NULL then flat), flag at 13."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for dev in ("A", "B"):
+        for i in range(20):
+            tag = fid = None
+            if dev == "A" and 8 <= i <= 11:
+                tag, fid = "bearing_wear", "A-F1"
+            if dev == "B" and 3 <= i <= 5:
+                tag, fid = "power_spike", "B-F1"
+            if dev == "B" and 12 <= i <= 16:
+                tag, fid = "sensor_dropout", "B-F2"
+            temp = float(rng.normal(50, 1))
+            if dev == "B" and 12 <= i <= 14:
+                temp = None
+            elif dev == "B" and 15 <= i <= 16:
+                temp = 49.5
+            rows.append(
+                {
+                    "device_id": dev,
+                    "ts": ts(i),
+                    "day": ts(i).date(),
+                    "score": float(rng.normal(0, 1) + (2.0 if fid else 0.0)),
+                    "is_anomaly": (dev == "A" and i in (2, 10, 11, 15)) or (dev == "B" and i == 13),
+                    "in_training": dev == "A" and i < 5,
+                    "fault_tag": tag,
+                    "fault_id": fid,
+                    "temp_c": temp,
+                    "rpm": float(rng.normal(1500, 5)),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def test_point_metrics(frame):
+    m = detection_metrics(frame)
+    o = m["overall"]
+    assert o["rows"] == 35 and o["training_rows_excluded"] == 5
+    assert o["positives"] == 12 and o["negatives"] == 23 and o["flagged"] == 4
+    assert o["precision"] == pytest.approx(3 / 4)
+    assert o["recall"] == pytest.approx(3 / 12)
+    assert o["f1"] == pytest.approx(2 * 0.75 * 0.25 / 1.0)
+    assert o["false_alarm_rate"] == pytest.approx(1 / 23)
+    assert o["missed_alarm_rate"] == pytest.approx(9 / 12)
+    ev = frame.filter(~pl.col("in_training"))
+    y = ev["fault_id"].is_not_null().to_numpy()
+    assert o["roc_auc"] == pytest.approx(roc_auc_score(y, ev["score"].to_numpy()))
+    assert o["pr_auc"] == pytest.approx(average_precision_score(y, ev["score"].to_numpy()))
+
+
+def test_episode_metrics(frame):
+    eps = episode_detection(frame)
+    assert eps.height == 3
+    row = {r["fault_id"]: r for r in eps.iter_rows(named=True)}
+    assert row["A-F1"]["detected"] and row["A-F1"]["delay_s"] == pytest.approx(20.0)
+    assert not row["B-F1"]["detected"] and row["B-F1"]["delay_s"] is None
+    assert row["B-F2"]["delay_s"] == pytest.approx(10.0)
+    m = detection_metrics(frame)
+    o, per = m["overall"], m["by_fault_type"]
+    assert o["episodes"] == 3 and o["episodes_detected"] == 2
+    assert o["critical_episodes"] == 2 and o["critical_episode_recall"] == pytest.approx(0.5)
+    assert per["bearing_wear"]["point_recall"] == pytest.approx(0.5)
+    assert per["bearing_wear"]["median_delay_s"] == pytest.approx(20.0)
+    assert per["power_spike"]["episode_recall"] == 0.0 and per["power_spike"]["median_delay_s"] is None
+    assert per["sensor_dropout"]["point_recall"] == pytest.approx(1 / 5)
+
+
+def test_post_fault_grace_reports_extra_keys_only(frame):
+    plain = detection_metrics(frame)["overall"]
+    graced = detection_metrics(frame, post_fault_grace_s=30.0)["overall"]
+    assert graced["false_alarm_rate"] == plain["false_alarm_rate"]
+    assert graced["post_fault_rows"] == 9 and graced["post_fault_flagged"] == 0
+    assert graced["false_alarm_rate_excl_post_fault"] == pytest.approx(1 / 14)
+    mask = post_fault_mask(frame, 30.0)
+    a = frame.with_columns(post=pl.Series(mask)).filter(pl.col("post"))
+    assert sorted(zip(a["device_id"], a["ts"])) == sorted(
+        [("A", ts(i)) for i in (12, 13, 14)] + [("B", ts(i)) for i in (6, 7, 8, 17, 18, 19)]
+    )
+
+
+def test_undefined_metrics_are_none():
+    df = pl.DataFrame(
+        {
+            "device_id": ["A"] * 3,
+            "ts": [ts(i) for i in range(3)],
+            "score": [0.1, 0.2, None],
+            "is_anomaly": [False, None, True],
+            "fault_tag": [None, None, None],
+            "fault_id": pl.Series([None, None, None], dtype=pl.Utf8),
+        }
+    )
+    o = detection_metrics(df)["overall"]
+    assert o["roc_auc"] is None and o["recall"] is None and o["episodes"] == 0
+    assert o["false_alarm_rate"] == pytest.approx(1 / 3) and o["unscored_rows"] == 1
+
+
+def test_fault_episodes_find_the_dropped_sensor(frame):
+    eps = fault_episodes(frame.drop("score", "is_anomaly", "in_training"))
+    got = {r["fault_id"]: r for r in eps.iter_rows(named=True)}
+    assert got["B-F2"]["fault_sensor"] == "temp_c" and got["A-F1"]["fault_sensor"] is None
+    assert got["A-F1"]["start_ts"] == ts(8) and got["A-F1"]["end_ts"] == ts(11) and got["A-F1"]["n_points"] == 4
+    exp = {r["fault_id"]: r["expected"] for r in expected_families(eps, SENSOR_FAMILIES).iter_rows(named=True)}
+    assert exp == {"A-F1": ["Vibration"], "B-F1": ["Voltage", "Current"], "B-F2": ["Temperature"]}
+
+
+def test_root_cause_accuracy(frame):
+    explained = pl.DataFrame(
+        {
+            "device_id": ["A", "A", "A", "A", "B", "B"],
+            "fault_id": ["A-F1", "A-F1", "A-F1", None, "B-F2", "B-F2"],
+            "fault_tag": ["bearing_wear"] * 3 + [None, "sensor_dropout", "sensor_dropout"],
+            "top_family": ["Vibration", "Vibration", "Temperature", "Voltage", "Temperature", None],
+        }
+    )
+    eps = fault_episodes(frame)
+    r = root_cause_accuracy(explained, SENSOR_FAMILIES, episodes=eps)
+    assert r["overall"]["points"] == 5 and r["overall"]["accuracy"] == pytest.approx(3 / 5)
+    assert r["overall"]["episodes"] == 2 and r["overall"]["episode_accuracy"] == 1.0
+    assert r["by_fault_type"]["bearing_wear"]["accuracy"] == pytest.approx(2 / 3)
+    assert r["by_fault_type"]["sensor_dropout"]["accuracy"] == pytest.approx(1 / 2)
+    # the dropped sensor can also come from a fault_sensor column ...
+    with_sensor = explained.with_columns(fault_sensor=pl.lit("temp_c"))
+    assert root_cause_accuracy(with_sensor, SENSOR_FAMILIES)["by_fault_type"]["sensor_dropout"]["accuracy"] == 0.5
+    # ... or be derived from sensor columns carried by the explained rows
+    flagged = frame.filter(pl.col("is_anomaly")).with_columns(top_family=pl.lit("Temperature"))
+    r2 = root_cause_accuracy(flagged, SENSOR_FAMILIES)
+    assert r2["by_fault_type"]["sensor_dropout"]["accuracy"] == 1.0
+    assert r2["by_fault_type"]["bearing_wear"]["accuracy"] == 0.0
+
+
+def test_alert_quality(frame):
+    eps = fault_episodes(frame)
+    alerts = pl.DataFrame(
+        {
+            "alert_id": ["a1", "a2", "a3", "a4"],
+            "device_id": ["A", "A", "B", "B"],
+            "start_ts": [ts(9), ts(15), ts(2), ts(10)],
+            "end_ts": [ts(12), ts(16), ts(4), ts(13)],
+            "severity": ["critical", "warning", "critical", "warning"],
+            "rule_name": ["r"] * 4,
+            "suppressed_by": [None, None, "a9", None],
+        }
+    )
+    q = alert_quality(alerts, eps, fault_free_device_days=2, flagged_points=4)
+    o = q["overall"]
+    assert o["episodes"] == 3 and o["episodes_alerted"] == 2
+    assert o["critical_episodes"] == 2 and o["critical_episodes_alerted"] == 1
+    assert o["active_alerts"] == 3 and o["suppressed_alerts"] == 1
+    assert o["alert_precision"] == pytest.approx(2 / 3)
+    assert o["false_alerts_per_fault_free_device_day"] == pytest.approx(0.5)
+    assert o["alerts_per_flagged_point"] == pytest.approx(3 / 4)
+    assert o["median_time_to_alert_s"] == pytest.approx(5.0)  # 10 s (A-F1) and 0 s (B-F2: alert already open)
+    assert q["by_fault_type"]["power_spike"]["episodes_alerted"] == 0
+
+
+def test_fault_free_device_days_and_long_frame(frame):
+    assert fault_free_device_days(frame) == 0
+    assert fault_free_device_days(frame.with_columns(fault_id=pl.lit(None, pl.Utf8))) == 2
+    long = metrics_frame(detection_metrics(frame), family="detection")
+    assert long.columns == ["metric", "scope", "value"]
+    assert long.schema["value"] == pl.Float64
+    got = {(r["metric"], r["scope"]): r["value"] for r in long.iter_rows(named=True)}
+    assert got[("detection.precision", "all")] == pytest.approx(0.75)
+    assert got[("detection.episode_recall", "fault_type=power_spike")] == 0.0
+    assert got[("detection.median_delay_s", "fault_type=power_spike")] is None
