@@ -37,7 +37,7 @@ def test_the_registry_has_one_row_per_device_with_everything_needed_to_audit_it(
     assert (reg["training_end"].dt.date().cast(pl.String) == DAYS[0]).all()
     features = json.loads(reg["feature_list"][0])
     assert len(features) >= 60
-    assert json.loads(reg["params"][0])["kind"] == "ensemble"
+    assert json.loads(reg["params"][0])["kind"] == "pca"
     assert (reg["threshold"] > 0).all()
     assert all(pickle.loads(blob).feature_names == features for blob in reg["model_blob"])
 
