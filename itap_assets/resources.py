@@ -90,8 +90,12 @@ class Warehouse(dg.ConfigurableResource):
     database: str
     db_schema: str = DB_SCHEMA
 
-    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+    def query(self, sql: str, params: list | None = None, frames: dict[str, pl.DataFrame] | None = None
+              ) -> pl.DataFrame:
+        """Run a SELECT; `frames` are registered as views under their names (e.g. keys to join with)."""
         with storage.connect(self.database) as con:
+            for name, frame in (frames or {}).items():
+                con.register(storage.check_identifier(name), frame)
             return con.sql(sql, params=params or None).pl()
 
     def has_table(self, table: str) -> bool:

@@ -7,6 +7,7 @@ are checked against a strict pattern, and partition keys travel as a registered 
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -25,6 +26,8 @@ PARTITION_COLUMNS = ("day", "device_id")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 LOCK_TIMEOUT_S = 300.0
+# DuckDB's own buffer budget (default: 80 % of RAM); beyond it DuckDB spills to disk. Polars frames are extra.
+MEMORY_LIMIT = os.environ.get("ITAP_DUCKDB_MEMORY_LIMIT", "2GB")
 
 
 class StorageError(RuntimeError):
@@ -69,7 +72,7 @@ def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOC
     delay = 0.05
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": MEMORY_LIMIT})
             break
         except duckdb.IOException as exc:
             if not _is_lock_error(exc) or time.monotonic() > deadline:

@@ -6,12 +6,12 @@ from datetime import datetime, time
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.features import own_partitions
+from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.plots import device_day_png
 from itap_assets.core.rules import evaluate_alerts
-from itap_assets.partitions import day_device_pairs, day_device_partitions, with_previous_day
-from itap_assets.resources import DUCKDB_POOL, AlertRules, partition_keys_frame
+from itap_assets.partitions import day_device_pairs, day_device_partitions
+from itap_assets.resources import AlertRules, partition_keys_frame
 
 PLOTS = 4
 
@@ -48,15 +48,7 @@ def device_day_plots(context: dg.AssetExecutionContext, scores: pl.DataFrame, ex
     return "\n\n".join(parts) or "_no partitions_"
 
 
-@dg.asset(
-    partitions_def=day_device_partitions,
-    ins={"scores": dg.AssetIn(partition_mapping=with_previous_day),
-         "explanations": dg.AssetIn(partition_mapping=with_previous_day)},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
-    group_name="report",
-    kinds={"duckdb"},
-)
+@day_device_asset(ins=previous_day_inputs("scores", "explanations"), group_name="report", kinds={"duckdb"})
 def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
            alert_rules: AlertRules) -> pl.DataFrame:
     """One row per incident: what happened (cause), how bad (severity, max score relative to the threshold),

@@ -9,26 +9,14 @@ from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.drift import PSI_DRIFT, drifted_features
 from itap_assets.core.features import device_day_features, feature_registry
 from itap_assets.core.scoring import feature_matrix, latest_models
-from itap_assets.partitions import day_device_partitions, with_previous_day
-from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse, partition_keys_frame
+from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs
+from itap_assets.partitions import day_device_partitions
+from itap_assets.resources import ItapConfig, Warehouse
 
 DRIFTED_SHARE = 0.10  # a device-day drifts when at least this share of its features drift
 
 
-def own_partitions(context: dg.AssetExecutionContext, frame: pl.DataFrame) -> pl.DataFrame:
-    """Keep the rows of this run's partitions (inputs also carry day D-1 as context)."""
-    keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
-    return frame.join(keys, on=keys.columns, how="semi")
-
-
-@dg.asset(
-    partitions_def=day_device_partitions,
-    ins={"validated": dg.AssetIn(partition_mapping=with_previous_day)},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
-    group_name="model",
-    kinds={"polars", "duckdb"},
-)
+@day_device_asset(ins=previous_day_inputs("validated"), group_name="model", kinds={"polars", "duckdb"})
 def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_config: ItapConfig) -> pl.DataFrame:
     """Backward-looking time-window features (float32), continuous across midnight; `warmup` marks rows whose
     history is shorter than the longest window (a device's first minutes)."""

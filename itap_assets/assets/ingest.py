@@ -7,8 +7,9 @@ import polars as pl
 
 from itap_assets.core.ingest import read_telemetry
 from itap_assets.core.simulator import simulate_fleet
-from itap_assets.partitions import day_device_pairs, day_device_partitions
-from itap_assets.resources import DUCKDB_POOL, ItapConfig
+from itap_assets.assets.common import day_device_asset
+from itap_assets.partitions import day_device_pairs
+from itap_assets.resources import ItapConfig
 from itap_assets.settings import PROJECT_ROOT, Settings
 from itap_assets.storage import check_device_id
 
@@ -32,13 +33,7 @@ def telemetry_metadata(frame: pl.DataFrame, sensors: list[str]) -> dict[str, dg.
     return meta
 
 
-@dg.asset(
-    partitions_def=day_device_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
-    group_name="ingest",
-    kinds={"polars", "duckdb"},
-)
+@day_device_asset(group_name="ingest", kinds={"polars", "duckdb"})
 def raw_telemetry(context: dg.AssetExecutionContext, itap_config: ItapConfig) -> pl.DataFrame:
     """Telemetry as it arrives, one row per device and timestamp; sensor values NULL when missing."""
     settings = itap_config.settings

@@ -5,6 +5,7 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
+from itap_assets.assets.common import partitioned_asset
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.features import feature_registry
 from itap_assets.core.scoring import (
@@ -16,7 +17,7 @@ from itap_assets.core.scoring import (
     same_model,
 )
 from itap_assets.partitions import device_partitions
-from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
+from itap_assets.resources import ItapConfig, Warehouse
 from itap_assets.settings import Settings
 from itap_assets.storage import check_device_id
 
@@ -50,14 +51,7 @@ def training_rows(warehouse: Warehouse, settings: Settings, device_id: str, colu
     )
 
 
-@dg.asset(
-    partitions_def=device_partitions,
-    deps=["features"],
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
-    group_name="model",
-    kinds={"scikitlearn", "duckdb"},
-)
+@partitioned_asset(device_partitions, deps=["features"], group_name="model", kinds={"scikitlearn", "duckdb"})
 def model(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: ItapConfig) -> pl.DataFrame:
     """Train each device; a fit that differs from the device's newest version (other data window, rows, features,
     parameters or threshold) becomes a new version, an identical refit keeps the version (re-running is

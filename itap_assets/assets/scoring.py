@@ -4,15 +4,25 @@ by the same model."""
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.features import own_partitions
+from itap_assets.assets.common import day_device_asset, own_partitions
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.explain import root_cause_family_map
 from itap_assets.core.features import feature_registry
 from itap_assets.core.scoring import EXPLANATIONS_SCHEMA, SCORES_SCHEMA, explain_device, latest_models, load_detector, score_device
-from itap_assets.partitions import day_device_partitions, device_of_day
-from itap_assets.resources import DUCKDB_POOL, ItapConfig
+from itap_assets.partitions import device_of_day
+from itap_assets.resources import ItapConfig, Warehouse
 
 MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
+
+
+def device_slices(frame: pl.DataFrame):
+    """(device, rows) per device of a frame sorted by device: zero-copy slices, not copies (a day of a large fleet
+    is gigabytes of features)."""
+    bounds = frame.select(pl.col("device_id").rle()).unnest("device_id")
+    offset = 0
+    for length, device in bounds.iter_rows():
+        yield device, frame.slice(offset, length)
+        offset += length
 
 
 def _models_for(frame: pl.DataFrame, model: pl.DataFrame) -> dict[str, dict]:
@@ -24,21 +34,14 @@ def _models_for(frame: pl.DataFrame, model: pl.DataFrame) -> dict[str, dict]:
     return latest
 
 
-@dg.asset(
-    partitions_def=day_device_partitions,
-    ins={"model": MODEL_INPUT},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
-    group_name="detect",
-    kinds={"scikitlearn", "duckdb"},
-)
+@day_device_asset(ins={"model": MODEL_INPUT}, group_name="detect", kinds={"scikitlearn", "duckdb"})
 def scores(context: dg.AssetExecutionContext, features: pl.DataFrame, model: pl.DataFrame) -> pl.DataFrame:
     """Calibrated anomaly score per point (higher = more anomalous; -log10 of the point's tail probability under
     the device's own baseline), its label-free threshold, the smoothed flag and the model version used."""
     latest = _models_for(features, model)
     parts = [
         score_device(rows, latest[device], load_detector(latest[device]))
-        for (device,), rows in features.partition_by("device_id", as_dict=True, maintain_order=True).items()
+        for device, rows in device_slices(features)
     ]
     out = pl.concat(parts) if parts else pl.DataFrame(schema=SCORES_SCHEMA)
     per_device = out.group_by("device_id").agg(
@@ -56,19 +59,12 @@ def scores(context: dg.AssetExecutionContext, features: pl.DataFrame, model: pl.
     return out
 
 
-@dg.asset(
-    partitions_def=day_device_partitions,
-    ins={"model": MODEL_INPUT},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
-    group_name="detect",
-    kinds={"duckdb"},
-)
+@day_device_asset(ins={"model": MODEL_INPUT}, deps=["features"], group_name="detect", kinds={"duckdb"})
 def explanations(
     context: dg.AssetExecutionContext,
     scores: pl.DataFrame,
-    features: pl.DataFrame,
     model: pl.DataFrame,
+    warehouse: Warehouse,
     itap_config: ItapConfig,
 ) -> pl.DataFrame:
     """For every flagged point: the flagging model's per-feature attribution as family percentages (sum 100)
@@ -77,12 +73,14 @@ def explanations(
     families = root_cause_family_map(feature_registry(settings.sensor_families, settings.features.windows),
                                      settings.sensor_families)
     flagged = scores.filter("is_anomaly").select("ts", "day", "device_id", "score")
-    rows = flagged.join(features, on=["device_id", "ts", "day"], how="left")
+    # Only the flagged points' features are read (a few percent of the day), not the whole features table.
+    rows = warehouse.query(
+        "SELECT f.*, p.score FROM features f JOIN _flagged p USING (device_id, day, ts) ORDER BY device_id, ts",
+        frames={"_flagged": flagged},
+    )
     latest = _models_for(rows, model) if rows.height else {}
-    parts = [
-        explain_device(device_rows, load_detector(latest[device]), families)
-        for (device,), device_rows in rows.partition_by("device_id", as_dict=True, maintain_order=True).items()
-    ]
+    parts = [explain_device(device_rows, load_detector(latest[device]), families)
+             for device, device_rows in device_slices(rows)]
     out = own_partitions(context, pl.concat(parts)) if parts else pl.DataFrame(schema=EXPLANATIONS_SCHEMA)
     counts = out.group_by("top_family").len().sort("len", descending=True)
     context.add_output_metadata(

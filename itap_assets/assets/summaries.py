@@ -3,24 +3,15 @@
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.features import own_partitions
+from itap_assets.assets.common import day_device_asset, own_partitions, partitioned_asset, previous_day_inputs
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.summaries import device_day_summaries, fleet_day_summary
-from itap_assets.partitions import DAY, day_device_partitions, day_partitions, with_previous_day
-from itap_assets.resources import DUCKDB_POOL
+from itap_assets.partitions import DAY, day_partitions
 
 ALL_DEVICES_OF_DAY = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DAY)
 
 
-@dg.asset(
-    partitions_def=day_device_partitions,
-    ins={"scores": dg.AssetIn(partition_mapping=with_previous_day),
-         "explanations": dg.AssetIn(partition_mapping=with_previous_day)},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
-    group_name="report",
-    kinds={"duckdb"},
-)
+@day_device_asset(ins=previous_day_inputs("scores", "explanations"), group_name="report", kinds={"duckdb"})
 def device_summaries(context: dg.AssetExecutionContext, scores: pl.DataFrame,
                      explanations: pl.DataFrame) -> pl.DataFrame:
     """Per device and day: points scored, flagged count and share, mean/p95/max score, dominant families, top
@@ -37,12 +28,10 @@ def device_summaries(context: dg.AssetExecutionContext, scores: pl.DataFrame,
     return out
 
 
-@dg.asset(
-    partitions_def=day_partitions,
+@partitioned_asset(
+    day_partitions,
     ins={"device_summaries": dg.AssetIn(partition_mapping=ALL_DEVICES_OF_DAY),
          "alerts": dg.AssetIn(partition_mapping=ALL_DEVICES_OF_DAY)},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
     group_name="report",
     kinds={"duckdb"},
 )

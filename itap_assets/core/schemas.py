@@ -14,6 +14,19 @@ import polars as pl
 from itap_assets.settings import ID_PATTERN, SensorSpec
 
 
+def canonical_schema(sensors: Sequence[str]) -> dict[str, pl.DataType]:
+    """Column order and Polars dtypes of telemetry as every source delivers it (sensor values NULL when missing)."""
+    return {
+        "ts": pl.Datetime("us"),
+        "day": pl.Date,
+        "device_id": pl.String,
+        "state": pl.String,
+        **{s: pl.Float64 for s in sensors},
+        "fault_tag": pl.String,
+        "fault_id": pl.String,
+    }
+
+
 class TelemetryKeys(pa.DataFrameModel):
     """Columns every telemetry table carries, whatever its sensors."""
 

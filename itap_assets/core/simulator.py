@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 from scipy.signal import lfilter
 
+from itap_assets.core.schemas import canonical_schema
 from itap_assets.settings import SimulationSettings
 
 SENSORS = ("temp_c", "vibration_g", "voltage_v", "current_a", "rpm")
@@ -32,15 +33,7 @@ FAULT_DURATION_S = {
 }
 SPORADIC_MISSING_RATE = 0.0005
 
-TELEMETRY_SCHEMA = {
-    "ts": pl.Datetime("us"),
-    "day": pl.Date,
-    "device_id": pl.String,
-    "state": pl.String,
-    **{s: pl.Float64 for s in SENSORS},
-    "fault_tag": pl.String,
-    "fault_id": pl.String,
-}
+TELEMETRY_SCHEMA = canonical_schema(SENSORS)
 
 
 class SimulationError(ValueError):

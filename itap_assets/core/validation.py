@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandera.polars as pa
 import polars as pl
 
-from itap_assets.core.schemas import structure_contract, telemetry_contract
+from itap_assets.core.schemas import canonical_schema, structure_contract, telemetry_contract
 from itap_assets.settings import ID_PATTERN, SensorSpec
 
 KEY_COLUMNS = ("ts", "day", "device_id", "state")
@@ -52,18 +52,6 @@ class ValidationResult:
         total = self.validated.height + self.quarantine.height
         rejected = self.quarantine.filter(~pl.col("reason").is_in(HARMLESS_REASONS)).height
         return rejected / total if total else 0.0
-
-
-def canonical_schema(sensors: Sequence[str]) -> dict[str, pl.DataType]:
-    return {
-        "ts": pl.Datetime("us"),
-        "day": pl.Date,
-        "device_id": pl.String,
-        "state": pl.String,
-        **{s: pl.Float64 for s in sensors},
-        "fault_tag": pl.String,
-        "fault_id": pl.String,
-    }
 
 
 def quarantine_schema(sensors: Sequence[str]) -> dict[str, pl.DataType]:

@@ -1,4 +1,3 @@
-import polars as pl
 import pytest
 
 from itap_assets.assets.ingest import raw_telemetry

@@ -1,6 +1,6 @@
 """Each kind of bad input gives a clear error or quarantined rows, never a silent drop."""
 
-from datetime import date, datetime
+from datetime import datetime
 
 import polars as pl
 import pytest
