@@ -33,6 +33,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m itap_assets.demo
 
 test: dev
+	.ci/install_browser.sh
 	$(BIN)/python -m pytest -q
 
 bench: dev

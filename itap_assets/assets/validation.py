@@ -12,9 +12,10 @@ PARTITION = ["day", "device_id"]
 
 
 def _check(name: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        name, asset="validated", description=description, blocking=blocking, partitions_def=day_device_partitions
-    )
+    """A check evaluated inside the validation step (it loads nothing). Dagster 1.13 records one result per run
+    without a partition, so a partitioned spec would show every partition of a range run as "Skipped"; the result
+    metadata names the partitions instead."""
+    return dg.AssetCheckSpec(name, asset="validated", description=description, blocking=blocking)
 
 
 CHECKS = [

@@ -158,6 +158,7 @@ def is_loopback(ip: str) -> bool:
 class Demo:
     root: Path
     env: dict[str, str]
+    config_path: Path
     db_path: Path
     output: str
 
@@ -213,7 +214,7 @@ def demo(browser_binaries, tmp_path_factory: pytest.TempPathFactory) -> Demo:
     (root / "demo.log").write_text(output, encoding="utf-8")
     assert done.returncode == 0, f"`python -m itap_assets.demo` failed ({done.returncode}):\n{output[-5000:]}"
     assert db_path.exists(), f"the demo wrote no database at {db_path}:\n{output[-3000:]}"
-    return Demo(root=root, env=env, db_path=db_path, output=output)
+    return Demo(root=root, env=env, config_path=config, db_path=db_path, output=output)
 
 
 @pytest.fixture(scope="module")
@@ -289,19 +290,22 @@ class Browser:
         """What a user can read on the page (rendered text, hidden elements excluded)."""
         return self.script("return document.body ? document.body.innerText : '';") or ""
 
-    def wait_for_text(self, *expected: str, timeout: float = PAGE_TIMEOUT_S, name: str = "page") -> str:
-        """Poll the rendered text until every expected string is on the page; fail with what was there instead."""
+    def wait_for_text(self, *expected: str, absent: tuple[str, ...] = ("Loading...", "Refreshing data…"),
+                      timeout: float = PAGE_TIMEOUT_S, name: str = "page") -> str:
+        """Poll the rendered text until every expected string is on the page and no loading indicator is left;
+        fail with what the page showed instead."""
         deadline = time.monotonic() + timeout
         while True:
             text = self.text()
             missing = [e for e in expected if e not in text]
-            if not missing:
+            still = [a for a in absent if a in text]
+            if not missing and not still:
                 return text
             if time.monotonic() > deadline:
                 self.screenshot(f"{name}_timeout.png")
                 (self.shots / f"{name}_timeout.txt").write_text(text, encoding="utf-8")
-                pytest.fail(f"{name}: after {timeout:.0f} s the page still lacks {missing}; "
-                            f"it shows:\n{text[:3000]}")
+                pytest.fail(f"{name}: after {timeout:.0f} s the page still lacks {missing}"
+                            f"{f' and still shows {still}' if still else ''}; it shows:\n{text[:3000]}")
             time.sleep(0.5)
 
     def table_rows(self) -> list[list[str]]:
@@ -320,7 +324,7 @@ class Browser:
 
 def chromium_args(profile: Path) -> list[str]:
     return [
-        "--headless=new",
+        "--headless",
         "--no-sandbox",
         "--disable-gpu",
         "--disable-quic",
