@@ -50,8 +50,9 @@ Engine semantics (``evaluate_alerts``)
 4. **Tag and route.** Tag = most frequent (normalised) point ``tag`` in the incident (ties: earliest, then
    alphabetical), else the rule's ``tag``. Route = the ``tag_route`` route of a known tag → the rule's ``route``
    → the ``tag_route`` ``default_route`` when the alert has a (unknown) tag → ``defaults.default_route``.
-5. **Inhibition** (per device): an alert suppresses a strictly lower-severity alert whose ``[start_ts, end_ts]``
-   overlaps its own (closed intervals), when an ``inhibit`` entry matches both (source/target severity, and
+5. **Inhibition** (per device): an alert suppresses a strictly lower-severity alert that *starts* while it is open
+   (``source.start_ts <= target.start_ts <= source.end_ts``; an incident already open when a more severe one begins
+   is not retracted, as in Alertmanager), when an ``inhibit`` entry matches both (source/target severity, and
    optionally rule names). Suppressed alerts stay, with ``suppressed_by`` = the inhibitor's ``alert_id`` (highest
    severity, then earliest start, then smallest id). Without an ``inhibit`` key the default is "higher severity
    inhibits lower"; ``inhibit: []`` turns inhibition off. Inhibitors inhibit even when silenced themselves, and
@@ -1059,11 +1060,13 @@ def _inhibit(alerts: pl.DataFrame, config: AlertRulesConfig) -> pl.DataFrame:
         "alert_id", "device_id", "start_ts", "end_ts", "rule_name",
         pl.col("severity").replace_strict(SEVERITY_RANK, return_dtype=pl.Int64).alias("_rank"), "severity",
     )
+    # Like Alertmanager, inhibition mutes what starts while the source is firing: an incident that was already open
+    # (and paged) when a more severe one began is not retracted.
     pairs = a.join(a, on="device_id", suffix="_src").filter(
         (pl.col("alert_id") != pl.col("alert_id_src"))
         & (pl.col("_rank_src") > pl.col("_rank"))
+        & (pl.col("start_ts_src") <= pl.col("start_ts"))
         & (pl.col("start_ts") <= pl.col("end_ts_src"))
-        & (pl.col("start_ts_src") <= pl.col("end_ts"))
     )
     conditions = []
     for inh in config.inhibit:

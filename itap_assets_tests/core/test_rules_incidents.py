@@ -117,6 +117,14 @@ def test_critical_alert_inhibits_an_overlapping_warning_of_the_same_device():
     assert alerts["temp"]["suppressed_by"] == alerts["vib"]["alert_id"]
 
 
+def test_an_incident_open_before_the_critical_one_began_is_not_retracted():
+    # given a temperature WARNING incident open from minute 0 and a vibration CRITICAL one from minute 3
+    points = [point(m, families=TEMP) for m in range(6)] + [point(at(3, seconds=30), families=VIB)]
+    alerts = by_rule(run(three_severities(), *points))
+    # then the warning stays active: it paged before the critical incident existed
+    assert alerts["temp"]["suppressed_by"] is None and alerts["vib"]["suppressed_by"] is None
+
+
 def test_non_overlapping_alerts_do_not_inhibit():
     points = [point(0, families=VIB), point(5, families=VIB), point(at(5, microseconds=1), families=TEMP)]
     alerts = run(three_severities(), *points)
