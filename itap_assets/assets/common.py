@@ -26,4 +26,17 @@ def previous_day_inputs(*names: str) -> dict[str, dg.AssetIn]:
 def own_partitions(context: dg.AssetExecutionContext, frame: pl.DataFrame) -> pl.DataFrame:
     """Keep the rows of this run's partitions (inputs may also carry day D-1 as context)."""
     keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
+    present = frame.select(keys.columns).unique()
+    if present.join(keys, on=keys.columns, how="anti").height == 0:
+        return frame  # nothing to drop: no copy (a day of a large fleet's features is gigabytes)
     return frame.join(keys, on=keys.columns, how="semi")
+
+
+def device_slices(frame: pl.DataFrame):
+    """(device, rows) per device of a frame sorted by device: zero-copy slices, not copies (a day of a large fleet
+    is gigabytes of features)."""
+    bounds = frame.select(pl.col("device_id").rle()).unnest("device_id")
+    offset = 0
+    for length, device in bounds.iter_rows():
+        yield device, frame.slice(offset, length)
+        offset += length

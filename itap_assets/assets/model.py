@@ -1,15 +1,12 @@
 """model: one per device, learned from that device's own baseline window; the table is the model registry."""
 
-from datetime import timedelta
-
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.common import partitioned_asset
+from itap_assets.assets.common import device_slices, partitioned_asset
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.features import feature_registry
 from itap_assets.core.scoring import (
-    BaselineError,
     describe_training,
     fit_device_model,
     latest_models,
@@ -22,32 +19,33 @@ from itap_assets.settings import Settings
 from itap_assets.storage import check_device_id
 
 
-def training_rows(warehouse: Warehouse, settings: Settings, device_id: str, columns: list[str]) -> pl.DataFrame:
-    """Only the device's training window is read (never its whole, ever-growing history).
+def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], columns: list[str]) -> pl.DataFrame:
+    """The training windows of the given devices, in one query, sorted by device and time. Only those windows are
+    read (never a device's whole, ever-growing history).
 
     MAINT rows and warm-up rows are left out; quarantined rows never reached `features`. Labelled fault rows are
     left out only when model.training.exclude_labelled_faults is set (plants have no labels).
     """
     tr = settings.model.training
     select = ", ".join(f'f."{c}"' for c in ["ts", "day", "device_id", "state", *columns])
-    where = ["f.device_id = ?", "f.state <> 'MAINT'", "NOT f.warmup"]
-    params: list = [device_id]
+    where = ["f.state <> 'MAINT'", "NOT f.warmup"]
+    params: list = []
+    join = "JOIN _devices USING (device_id)"
     if tr.first_days is not None:
-        first = warehouse.query("SELECT min(day) AS d FROM features WHERE device_id = ?", [device_id])["d"][0]
-        if first is None:
-            raise BaselineError(f"device {device_id}: no features yet; materialize features for it first")
-        where.append("f.day >= ? AND f.day < ?")
-        params += [first, first + timedelta(days=tr.first_days)]
+        join += (" JOIN (SELECT device_id, min(day) AS first_day FROM features JOIN _devices USING (device_id)"
+                 " GROUP BY device_id) w USING (device_id)")
+        where.append(f"f.day < w.first_day + INTERVAL {int(tr.first_days)} DAY")
     elif tr.start is not None:
         where.append("f.ts >= ? AND f.ts < ?")
         params += [tr.start, tr.end]
-    join = ""
     if tr.exclude_labelled_faults:
-        join = "LEFT JOIN validated v ON v.device_id = f.device_id AND v.ts = f.ts AND v.day = f.day"
+        join += " LEFT JOIN validated v ON v.device_id = f.device_id AND v.ts = f.ts AND v.day = f.day"
         where.append("v.fault_tag IS NULL")
-    limit = f" LIMIT {int(tr.first_samples)}" if tr.first_samples is not None else ""
+    qualify = (f" QUALIFY row_number() OVER (PARTITION BY f.device_id ORDER BY f.ts) <= {int(tr.first_samples)}"
+               if tr.first_samples is not None else "")
     return warehouse.query(
-        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)} ORDER BY f.ts{limit}", params
+        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)}{qualify} ORDER BY f.device_id, f.ts",
+        params, frames={"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})},
     )
 
 
@@ -64,9 +62,10 @@ def model(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: 
     )
     latest = latest_models(existing) if existing.height else {}
     records, summary = [], []
-    for device in sorted(context.partition_keys):
-        check_device_id(device)
-        train = training_rows(warehouse, settings, device, names)
+    devices = [check_device_id(d) for d in sorted(context.partition_keys)]
+    windows = dict(device_slices(training_rows(warehouse, settings, devices, names)))
+    for device in devices:
+        train = windows.get(device, pl.DataFrame(schema={"ts": pl.Datetime("us")}))
         det, threshold = fit_device_model(device, train, names, settings.model)
         previous = latest.get(device)
         version = previous["version"] + 1 if previous else 1

@@ -4,7 +4,7 @@ by the same model."""
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.common import day_device_asset, own_partitions
+from itap_assets.assets.common import day_device_asset, device_slices, own_partitions
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.explain import root_cause_family_map
 from itap_assets.core.features import feature_registry
@@ -13,16 +13,6 @@ from itap_assets.partitions import device_of_day
 from itap_assets.resources import ItapConfig, Warehouse
 
 MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
-
-
-def device_slices(frame: pl.DataFrame):
-    """(device, rows) per device of a frame sorted by device: zero-copy slices, not copies (a day of a large fleet
-    is gigabytes of features)."""
-    bounds = frame.select(pl.col("device_id").rle()).unnest("device_id")
-    offset = 0
-    for length, device in bounds.iter_rows():
-        yield device, frame.slice(offset, length)
-        offset += length
 
 
 def _models_for(frame: pl.DataFrame, model: pl.DataFrame) -> dict[str, dict]:
