@@ -155,3 +155,21 @@ def test_a_device_without_enough_baseline_rows_gets_an_actionable_error(make_pip
                        "model": {"training": {"first_samples": 50}, "min_training_rows": 100}})
     with pytest.raises(BaselineError, match=r"DEV-0001: only 50 baseline rows.*first 50 samples.*min_training_rows"):
         run_graph(p, ["DEV-0001"], ["2026-01-01"], until="training_job")
+
+
+def test_feature_drift_check_names_drifted_features_and_passes_the_baseline(built):
+    from itap_assets.assets.features import feature_drift
+    from itap_assets.resources import Warehouse
+
+    warehouse = Warehouse(database=str(built.db_path))
+    baseline_day = built.table("features").filter(
+        (pl.col("device_id") == "DEV-0001") & (pl.col("day").cast(pl.String) == DAYS[0]))
+    steady = feature_drift(features=baseline_day, warehouse=warehouse)
+    assert steady.passed
+    # a hotter, harder-working machine: the level features of temperature and current shift (10 of 84 features)
+    levels = [c for c in baseline_day.columns
+              if c.split("__")[0] in ("temp_c", "current_a") and c.split("__")[1].split("_")[0] in ("mean", "min", "max")]
+    hotter = baseline_day.with_columns(pl.col(c) + 40 for c in levels)
+    drifted = feature_drift(features=hotter, warehouse=warehouse)
+    assert not drifted.passed
+    assert "temp_c__mean_" in drifted.metadata["drifting_device_days"].value

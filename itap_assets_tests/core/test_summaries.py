@@ -1,0 +1,65 @@
+"""Device-day and fleet summaries against values computed by hand on a small fixture."""
+
+import json
+from datetime import date, datetime
+
+import polars as pl
+import pytest
+
+from itap_assets.core.summaries import device_day_summaries, fleet_day_summary
+
+D1, D2 = date(2026, 1, 1), date(2026, 1, 2)
+
+
+def scores_fixture() -> pl.DataFrame:
+    # DEV-A, day 1: 4 points, none flagged; day 2: 4 points, 2 flagged (scores 6 and 8), threshold 4.
+    rows = [
+        (datetime(2026, 1, 1, 0, m), D1, "DEV-A", s, 4.0, False) for m, s in enumerate([1.0, 2.0, 3.0, 2.0])
+    ] + [
+        (datetime(2026, 1, 2, 0, m), D2, "DEV-A", s, 4.0, s > 4) for m, s in enumerate([1.0, 6.0, 8.0, 1.0])
+    ]
+    return pl.DataFrame(rows, schema=["ts", "day", "device_id", "score", "threshold", "is_anomaly"], orient="row")
+
+
+def explanations_fixture() -> pl.DataFrame:
+    return pl.DataFrame({
+        "ts": [datetime(2026, 1, 2, 0, 1), datetime(2026, 1, 2, 0, 2)],
+        "day": [D2, D2],
+        "device_id": ["DEV-A", "DEV-A"],
+        "family_pct": [json.dumps({"Vibration": 80.0, "RPM": 20.0}), json.dumps({"Vibration": 60.0, "Voltage": 40.0})],
+        "top_features": [json.dumps([["vib_std", 50.0], ["rpm_mean", 20.0]]), json.dumps([["vib_std", 30.0]])],
+    })
+
+
+def test_device_day_summary_matches_hand_computed_values():
+    out = device_day_summaries(scores_fixture(), explanations_fixture()).sort("day")
+    day1, day2 = out.row(0, named=True), out.row(1, named=True)
+    assert (day1["points"], day1["flagged"], day1["flagged_share"]) == (4, 0, 0.0)
+    assert day1["mean_score"] == pytest.approx(2.0) and day1["max_score"] == 3.0
+    assert day1["health"] == 100.0 and day1["health_change"] is None
+    assert (day2["points"], day2["flagged"], day2["flagged_share"]) == (4, 2, 0.5)
+    assert day2["mean_score"] == pytest.approx(4.0) and day2["max_score"] == 8.0
+    # health = 100 - 50·min(1, 0.5/0.05) - 50·min(1, (8/4 - 1)/2) = 100 - 50 - 25
+    assert day2["health"] == 25.0
+    assert day2["health_change"] == -75.0
+    # families: mean over the 2 explained points: Vibration 70, RPM 10, Voltage 20
+    assert json.loads(day2["dominant_families"]) == {"Vibration": 70.0, "Voltage": 20.0, "RPM": 10.0}
+    assert day2["dominant_family"] == "Vibration"
+    assert json.loads(day2["top_features"]) == [["vib_std", 40.0], ["rpm_mean", 10.0]]
+
+
+def test_fleet_summary_ranks_devices_worst_first_and_counts_causes():
+    devices = pl.DataFrame({
+        "day": [D2, D2, D2], "device_id": ["A", "B", "C"], "health": [90.0, 20.0, 55.0], "flagged": [0, 9, 3],
+        "dominant_family": [None, "Vibration", "Vibration"],
+    })
+    alerts = pl.DataFrame({
+        "day": [D2, D2, D2], "severity": ["CRITICAL", "WARNING", "INFO"], "tag": ["bearing_wear", "bearing_wear", None],
+        "suppressed_by": [None, None, "min_events:3"],
+    })
+    row = fleet_day_summary(devices, alerts).row(0, named=True)
+    assert json.loads(row["ranking"]) == [["B", 20.0], ["C", 55.0], ["A", 90.0]]
+    assert row["worst_device"] == "B" and row["devices_below_50"] == 1 and row["mean_health"] == 55.0
+    assert json.loads(row["dominant_family_counts"]) == {"Vibration": 2}
+    assert (row["alerts"], row["critical_alerts"]) == (2, 1)
+    assert json.loads(row["alert_cause_counts"]) == {"bearing_wear": 2}
