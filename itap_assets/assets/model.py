@@ -28,9 +28,13 @@ def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], 
     """
     tr = settings.model.training
     select = ", ".join(f'f."{c}"' for c in ["ts", "day", "device_id", "state", *columns])
-    where = ["f.state <> 'MAINT'", "NOT f.warmup"]
+    eligible = ["f.state <> 'MAINT'", "NOT f.warmup"]
     params: list = []
     join = "JOIN _devices USING (device_id)"
+    if tr.exclude_labelled_faults:
+        join += " LEFT JOIN validated v ON v.device_id = f.device_id AND v.ts = f.ts AND v.day = f.day"
+        eligible.append("v.fault_tag IS NULL")
+    where = list(eligible)
     if tr.first_days is not None:
         join += (" JOIN (SELECT device_id, min(day) AS first_day FROM features JOIN _devices USING (device_id)"
                  " GROUP BY device_id) w USING (device_id)")
@@ -38,13 +42,16 @@ def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], 
     elif tr.start is not None:
         where.append("f.ts >= ? AND f.ts < ?")
         params += [tr.start, tr.end]
-    if tr.exclude_labelled_faults:
-        join += " LEFT JOIN validated v ON v.device_id = f.device_id AND v.ts = f.ts AND v.day = f.day"
-        where.append("v.fault_tag IS NULL")
-    qualify = (f" QUALIFY row_number() OVER (PARTITION BY f.device_id ORDER BY f.ts) <= {int(tr.first_samples)}"
-               if tr.first_samples is not None else "")
+    else:
+        # The N-th eligible timestamp per device, found on two narrow columns before any wide row is read.
+        join += (
+            " JOIN (SELECT device_id, max(ts) AS last_ts FROM (SELECT f.device_id, f.ts, row_number() OVER "
+            f"(PARTITION BY f.device_id ORDER BY f.ts) AS n FROM features f {join} WHERE {' AND '.join(eligible)})"
+            f" WHERE n <= {int(tr.first_samples)} GROUP BY device_id) c USING (device_id)"
+        )
+        where.append("f.ts <= c.last_ts")
     return warehouse.query(
-        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)}{qualify} ORDER BY f.device_id, f.ts",
+        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)} ORDER BY f.device_id, f.ts",
         params, frames={"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})},
     )
 
