@@ -9,8 +9,8 @@ from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.explain import root_cause_family_map
 from itap_assets.core.features import feature_registry
 from itap_assets.core.scoring import EXPLANATIONS_SCHEMA, SCORES_SCHEMA, explain_device, latest_models, load_detector, score_device
-from itap_assets.partitions import device_of_day
-from itap_assets.resources import ItapConfig, Warehouse
+from itap_assets.partitions import day_device_partitions, device_of_day
+from itap_assets.resources import ItapConfig, Warehouse, partition_keys_frame
 
 MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
 
@@ -24,15 +24,23 @@ def _models_for(frame: pl.DataFrame, model: pl.DataFrame) -> dict[str, dict]:
     return latest
 
 
-@day_device_asset(ins={"model": MODEL_INPUT}, group_name="detect", kinds={"scikitlearn", "duckdb"})
-def scores(context: dg.AssetExecutionContext, features: pl.DataFrame, model: pl.DataFrame) -> pl.DataFrame:
+@day_device_asset(ins={"model": MODEL_INPUT}, deps=["features"], group_name="detect",
+                  kinds={"scikitlearn", "duckdb"})
+def scores(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: Warehouse) -> pl.DataFrame:
     """Calibrated anomaly score per point (higher = more anomalous; -log10 of the point's tail probability under
-    the device's own baseline), its label-free threshold, the smoothed flag and the model version used."""
-    latest = _models_for(features, model)
-    parts = [
-        score_device(rows, latest[device], load_detector(latest[device]))
-        for device, rows in device_slices(features)
-    ]
+    the device's own baseline), its label-free threshold, the smoothed flag and the model version used.
+
+    Features are read one device at a time (a day of a large fleet's features is gigabytes; one device's is
+    tens of megabytes)."""
+    keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
+    latest = _models_for(keys, model)
+    parts = []
+    for (device,), device_keys in keys.partition_by("device_id", as_dict=True, maintain_order=True).items():
+        rows = warehouse.query(
+            "SELECT * FROM features WHERE device_id = ? AND day BETWEEN ? AND ? ORDER BY ts",
+            [device, device_keys["day"].min(), device_keys["day"].max()],
+        ).join(device_keys, on=["day", "device_id"], how="semi")
+        parts.append(score_device(rows, latest[device], load_detector(latest[device])))
     out = pl.concat(parts) if parts else pl.DataFrame(schema=SCORES_SCHEMA)
     per_device = out.group_by("device_id").agg(
         pl.len().alias("points"), pl.col("is_anomaly").sum().alias("flagged"),
