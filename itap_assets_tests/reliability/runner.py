@@ -6,6 +6,7 @@ With --loop it re-materializes forever, flipping the simulator seed in CONFIG be
 different rows into the same partitions (a kill at any moment lands in the middle of some write).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def main(argv: list[str]) -> None:
             if loop:
                 settings = yaml.safe_load(Path(config).read_text())
                 settings["simulation"]["seed"] = run % 2
-                Path(config).write_text(yaml.safe_dump(settings))
+                # Atomic rewrite: a kill while writing must not leave a half config behind.
+                Path(f"{config}.tmp").write_text(yaml.safe_dump(settings))
+                os.replace(f"{config}.tmp", config)
             result = dg.materialize(all_assets, selection=assets, instance=instance, resources=resources,
                                     tags=range_tags(first, last))
             print(f"run {run} {'ok' if result.success else 'failed'}", flush=True)
