@@ -180,8 +180,8 @@ def test_input_validation(data):
 
 def test_chain_on_simulated_fleet():
     """simulator -> features -> detector -> label-free threshold -> explain -> metrics on 4 demo devices."""
-    features = pytest.importorskip("itap_assets.core.features")
-    simulator = pytest.importorskip("itap_assets.core.simulator")
+    from itap_assets.core import features
+    from itap_assets.core import simulator
     import polars as pl
 
     from itap_assets.core.explain import explain_points, root_cause_family_map
