@@ -22,7 +22,6 @@ import polars as pl
 from itap_assets.settings import ID_PATTERN
 from itap_assets.views import VIEWS
 
-PARTITION_COLUMNS = ("day", "device_id")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 LOCK_TIMEOUT_S = 300.0

@@ -54,10 +54,6 @@ class ValidationResult:
         return rejected / total if total else 0.0
 
 
-def quarantine_schema(sensors: Sequence[str]) -> dict[str, pl.DataType]:
-    return {**canonical_schema(sensors), "reason": pl.String, "detail": pl.String, "raw_row": pl.String}
-
-
 def structure_errors(raw: pl.DataFrame, sensors: Mapping[str, SensorSpec]) -> list[str]:
     """Missing or mistyped columns, one readable line each (empty when the structure is sound).
 
