@@ -8,9 +8,9 @@ from itap_assets.resources import default_resources
 from itap_assets.schedules import SCHEDULES
 from itap_assets.sensors import SENSORS
 
-all_assets = dg.load_assets_from_modules(
-    [ingest, validation, features, model, scoring, summaries, alerts, evaluation]
-)
+_STEPS = [ingest, validation, features, model, scoring, summaries, alerts, evaluation]
+# Assets and the asset checks that run as steps of their own (validation's checks run inside its step).
+all_assets = [*dg.load_assets_from_modules(_STEPS), *dg.load_asset_checks_from_modules(_STEPS)]
 
 defs = dg.Definitions(
     assets=all_assets,

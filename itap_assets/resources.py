@@ -1,9 +1,13 @@
 """Resources named once: the DuckDB IO manager and the settings file."""
 
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 
-import os
+import duckdb
 
 import dagster as dg
 import polars as pl
@@ -57,11 +61,12 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
     database: str
     db_schema: str = DB_SCHEMA
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | storage.FrameChunks | None) -> None:
         if obj is None:
             return
-        if not isinstance(obj, pl.DataFrame):
-            raise TypeError(f"asset {context.asset_key.to_user_string()} must return a polars DataFrame, got {type(obj)}")
+        if not isinstance(obj, (pl.DataFrame, storage.FrameChunks)):
+            raise TypeError(f"asset {context.asset_key.to_user_string()} must return a polars DataFrame or "
+                            f"FrameChunks, got {type(obj)}")
         table = context.asset_key.path[-1]
         keys = None
         if context.has_asset_partitions:
@@ -72,6 +77,7 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
                 "dagster/row_count": rows,
                 "table": f"{self.db_schema}.{table}",
                 "partitions_written": keys.height if keys is not None else 0,
+                **(obj.metadata if isinstance(obj, storage.FrameChunks) else {}),
             }
         )
 
@@ -93,14 +99,36 @@ class Warehouse(dg.ConfigurableResource):
     def query(self, sql: str, params: list | None = None, frames: dict[str, pl.DataFrame] | None = None
               ) -> pl.DataFrame:
         """Run a SELECT; `frames` are registered as views under their names (e.g. keys to join with)."""
-        with storage.connect(self.database) as con:
-            for name, frame in (frames or {}).items():
-                con.register(storage.check_identifier(name), frame)
-            return con.sql(sql, params=params or None).pl()
+        with self.session() as session:
+            return session.query(sql, params, frames)
 
     def has_table(self, table: str) -> bool:
         with storage.connect(self.database) as con:
             return storage.table_exists(con, self.db_schema, storage.check_identifier(table))
+
+    @contextmanager
+    def session(self) -> Iterator["WarehouseSession"]:
+        """One connection for many queries: opening the file costs tens of milliseconds, which a loop over a
+        hundred devices would pay a hundred times."""
+        with storage.connect(self.database) as con:
+            yield WarehouseSession(con)
+
+
+@dataclass
+class WarehouseSession:
+    """Queries on one open connection (see `Warehouse.session`)."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def cursor(self) -> "WarehouseSession":
+        """A session on the same database for use in another thread (a DuckDB connection is not thread-safe)."""
+        return WarehouseSession(self.con.cursor())
+
+    def query(self, sql: str, params: list | None = None, frames: dict[str, pl.DataFrame] | None = None
+              ) -> pl.DataFrame:
+        for name, frame in (frames or {}).items():
+            self.con.register(storage.check_identifier(name), frame)
+        return self.con.sql(sql, params=params or None).pl()
 
 
 class ItapConfig(dg.ConfigurableResource):

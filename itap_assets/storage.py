@@ -11,8 +11,9 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -26,7 +27,8 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 LOCK_TIMEOUT_S = 300.0
 # DuckDB's own buffer budget (default: 80 % of RAM); beyond it DuckDB spills to disk. Polars frames are extra.
-MEMORY_LIMIT = os.environ.get("ITAP_DUCKDB_MEMORY_LIMIT", "2GB")
+MEMORY_LIMIT = os.environ.get("ITAP_DUCKDB_MEMORY_LIMIT", "1GB")
+WRITE_BATCH_ROWS = 1_000_000  # rows per INSERT when an output comes in chunks
 
 
 class StorageError(RuntimeError):
@@ -39,8 +41,14 @@ def check_identifier(name: str) -> str:
     return name
 
 
+def check_column(name: str) -> str:
+    """A column name that becomes a SQL identifier: letters, digits and underscores only."""
+    if not _COLUMN.fullmatch(name):
+        raise StorageError(f"column name {name!r} is not allowed (letters, digits, '_' only)")
+    return name
+
+
 def check_columns(frame: pl.DataFrame, table: str) -> None:
-    """Column names become SQL identifiers: letters, digits and underscores only."""
     bad = [c for c in frame.columns if not _COLUMN.fullmatch(c)]
     if bad:
         raise StorageError(f"table {table}: column name(s) {bad} are not allowed (letters, digits, '_' only)")
@@ -89,7 +97,7 @@ def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> boo
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
             [schema, table],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     )
 
 
@@ -126,46 +134,114 @@ def _check_rows_inside(obj: pl.DataFrame, keys: pl.DataFrame, table: str) -> Non
         )
 
 
-def replace_partitions(
-    path: Path | str, schema: str, table: str, obj: pl.DataFrame, keys: pl.DataFrame | None
-) -> int:
-    """Atomically replace the rows of the given partitions (all rows when keys is None) with `obj`.
+@dataclass
+class FrameChunks:
+    """A partitioned output too large to hold at once, written batch by batch; each chunk holds whole partitions.
+    `metadata` may be filled while the chunks are produced; the writer records it once all of them are written."""
 
-    One transaction per call: a crash leaves either the old rows or the new rows, never half.
+    chunks: Iterable[pl.DataFrame]
+    metadata: dict = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        return iter(self.chunks)
+
+
+def replace_partitions(
+    path: Path | str, schema: str, table: str, obj: pl.DataFrame | FrameChunks, keys: pl.DataFrame | None
+) -> int:
+    """Replace the rows of the given partitions (all rows when keys is None) with `obj`, a frame or the chunks of
+    one. Returns the rows written.
+
+    Every partition is replaced atomically: a crash leaves its old rows or its new rows, never half. A frame is
+    written in one transaction; chunks in one transaction per batch of whole partitions (DuckDB keeps every
+    frame scanned inside a transaction in memory until the commit, so one transaction would hold the whole
+    output again).
     """
     check_identifier(schema)
     check_identifier(table)
-    check_columns(obj, table)
-    if keys is not None:
-        _check_rows_inside(obj, keys, table)
-    qualified = f'"{schema}"."{table}"'
     with connect(path) as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        con.register("_itap_new", obj)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if not table_exists(con, schema, table):
-                con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM _itap_new")
+        if isinstance(obj, pl.DataFrame):
+            rows = _replace(con, schema, table, obj, keys)
+        else:
+            rows = _replace_chunks(con, schema, table, obj, keys)
+        ensure_views(con, schema, table)
+    return rows
+
+
+def _replace_chunks(con: duckdb.DuckDBPyConnection, schema: str, table: str, chunks: FrameChunks,
+                    keys: pl.DataFrame | None) -> int:
+    if keys is None:
+        raise StorageError(f"table {table}: only a partitioned output can be written in chunks")
+    # Each batch's row groups are then compressed on every thread (2-3x faster). Rows of a batch may land out of
+    # order; readers restore the order (`sorted_by`), and the whole-table outputs keep insertion order.
+    con.execute("SET preserve_insertion_order = false")
+    rows = 0
+    written = keys.clear()
+    for batch in _batches(chunks, WRITE_BATCH_ROWS):
+        _check_rows_inside(batch, keys, table)
+        batch_keys = batch.select(keys.columns).unique()
+        if batch_keys.join(written, on=keys.columns, how="semi").height:
+            raise StorageError(f"table {table}: a partition spans two chunks (chunks must hold whole partitions)")
+        rows += _replace(con, schema, table, batch, batch_keys)
+        written = pl.concat([written, batch_keys])
+    empty = keys.join(written, on=keys.columns, how="anti")
+    if empty.height and table_exists(con, schema, table):
+        _replace(con, schema, table, None, empty)
+    return rows
+
+
+def _replace(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame | None,
+             keys: pl.DataFrame | None) -> int:
+    """One transaction: delete the partitions `keys` (every row when None), append `frame`, checked against
+    `keys` (the first frame creates the table; a new column is added)."""
+    qualified = f'"{schema}"."{table}"'
+    if frame is not None:
+        check_columns(frame, table)
+        if keys is not None:
+            _check_rows_inside(frame, keys, table)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        exists = table_exists(con, schema, table)
+        if exists:
+            if keys is None:
+                con.execute(f"DELETE FROM {qualified}").fetchall()
+            else:
+                con.register("_itap_keys", keys)
+                cols = ", ".join(keys.columns)
+                con.execute(f"DELETE FROM {qualified} WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys)").fetchall()
+        if frame is not None:
+            con.register("_itap_new", frame)
+            if not exists:
+                con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM _itap_new").fetchall()
             else:
                 existing = _table_columns(con, schema, table)
-                new_cols = [c for c in obj.columns if c not in existing]
+                new_cols = [c for c in frame.columns if c not in existing]
                 if new_cols:
                     types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM _itap_new").fetchall()}
                     for col in new_cols:
                         con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{col}" {types[col]}')
-                if keys is None:
-                    con.execute(f"DELETE FROM {qualified}")
-                else:
-                    con.register("_itap_keys", keys)
-                    cols = ", ".join(keys.columns)
-                    con.execute(f"DELETE FROM {qualified} WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys)")
-                con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _itap_new")
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        ensure_views(con, schema, table)
-    return obj.height
+                con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _itap_new").fetchall()
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return frame.height if frame is not None else 0
+
+
+def _batches(chunks: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """Consecutive chunks concatenated to at least `rows` rows: DuckDB inserts a large frame in parallel, and a
+    batch still holds a small part of a large output."""
+    pending: list[pl.DataFrame] = []
+    size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += chunk.height
+        if size >= rows:
+            yield pl.concat(pending, how="vertical")
+            pending, size = [], 0
+    if pending:
+        yield pl.concat(pending, how="vertical")
 
 
 def ensure_views(con: duckdb.DuckDBPyConnection, schema: str, changed_table: str) -> None:
@@ -195,14 +271,27 @@ def read_partitions(
             if unknown:
                 raise StorageError(f"table {schema}.{table} has no column(s) {unknown}")
             select = ", ".join(f'"{c}"' for c in columns)
-        order = [c for c in ("device_id", "day", "ts") if c in existing]
-        order_sql = f" ORDER BY {', '.join(order)}" if order else ""
+        order = [c for c in ("device_id", "day", "ts") if c in existing and (columns is None or c in columns)]
         if keys is None:
-            return con.sql(f'SELECT {select} FROM "{schema}"."{table}"{order_sql}').pl()
+            return sorted_by(con.sql(f'SELECT {select} FROM "{schema}"."{table}"').pl(), order)
         if keys.height == 0:
             return con.sql(f'SELECT {select} FROM "{schema}"."{table}" LIMIT 0').pl()
         con.register("_itap_keys", keys)
         cols = ", ".join(keys.columns)
-        return con.sql(
-            f'SELECT {select} FROM "{schema}"."{table}" WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys){order_sql}'
-        ).pl()
+        return sorted_by(con.sql(
+            f'SELECT {select} FROM "{schema}"."{table}" WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys)'
+        ).pl(), order)
+
+
+def sorted_by(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """`frame` ordered by `columns`. Rows mostly come back from DuckDB in insertion order, which already is that
+    order: checking costs a vectorised pass, where an ORDER BY would sort every column of every row."""
+    if not columns or frame.height < 2:
+        return frame
+    in_order = pl.lit(True)
+    for col in reversed(columns):  # lexicographic: (a, b) >= previous (a, b)
+        c, prev = pl.col(col), pl.col(col).shift(1)
+        in_order = (c > prev) | ((c == prev) & in_order)
+    if frame.select(in_order.slice(1).all()).item():
+        return frame
+    return frame.sort(list(columns))

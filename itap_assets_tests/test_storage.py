@@ -28,6 +28,51 @@ def test_rewriting_a_partition_replaces_its_rows_and_leaves_others(tmp_path):
     assert out["x"].to_list() == [9.0, 3.0]
 
 
+@pytest.fixture
+def one_chunk_per_batch(monkeypatch):
+    monkeypatch.setattr(storage, "WRITE_BATCH_ROWS", 1)
+
+
+def write_a_and_b(db):
+    keys = storage.partition_frame([D1, D1], ["A", "B"])
+    storage.replace_partitions(db, "main", "t", pl.concat([frame(D1, "A", [1.0]), frame(D1, "B", [2.0])]), keys)
+    return keys
+
+
+def test_chunks_replace_the_run_partitions(tmp_path, one_chunk_per_batch):
+    db = tmp_path / "t.duckdb"
+    keys = write_a_and_b(db)
+    chunks = storage.FrameChunks(iter([frame(D1, "A", [3.0, 4.0])]), {"note": 1})
+    assert storage.replace_partitions(db, "main", "t", chunks, keys) == 2
+    # B had no rows in the new output: its old rows are gone too
+    assert storage.read_partitions(db, "main", "t", None)["x"].to_list() == [3.0, 4.0]
+
+
+def test_a_failing_chunk_leaves_each_partition_old_or_new_never_half(tmp_path, one_chunk_per_batch):
+    db = tmp_path / "t.duckdb"
+    keys = write_a_and_b(db)
+
+    def chunks():
+        yield frame(D1, "A", [3.0])
+        raise RuntimeError("features of B failed")
+
+    with pytest.raises(RuntimeError, match="B failed"):
+        storage.replace_partitions(db, "main", "t", storage.FrameChunks(chunks()), keys)
+    assert storage.read_partitions(db, "main", "t", None)["x"].to_list() == [3.0, 2.0]
+
+
+def test_chunks_must_hold_whole_partitions_of_the_run(tmp_path, one_chunk_per_batch):
+    db = tmp_path / "t.duckdb"
+    keys = write_a_and_b(db)
+    split = storage.FrameChunks([frame(D1, "A", [7.0]), frame(D1, "A", [8.0])])
+    with pytest.raises(storage.StorageError, match="spans two chunks"):
+        storage.replace_partitions(db, "main", "t", split, keys)
+    outside = storage.FrameChunks([frame(D2, "B", [9.0])])
+    with pytest.raises(storage.StorageError, match="outside this run's keys"):
+        storage.replace_partitions(db, "main", "t", outside, keys)
+    assert storage.read_partitions(db, "main", "t", None)["x"].to_list() == [7.0, 2.0]
+
+
 def test_rows_outside_the_run_partitions_are_refused(tmp_path):
     with pytest.raises(storage.StorageError, match="outside this run's keys"):
         storage.replace_partitions(
@@ -93,3 +138,10 @@ def test_a_locked_file_is_waited_for_not_failed(tmp_path):
 def test_reading_a_missing_table_names_the_asset(tmp_path):
     with pytest.raises(storage.StorageError, match="materialize asset 'nope' first"):
         storage.read_partitions(tmp_path / "t.duckdb", "main", "nope", None)
+
+
+def test_sorted_by_orders_rows_lexicographically_and_keeps_sorted_frames():
+    rows = pl.DataFrame({"device_id": ["B", "A", "A", "B"], "day": [D1, D2, D1, D1], "ts": [2, 1, 5, 1]})
+    ordered = storage.sorted_by(rows, ["device_id", "day", "ts"])
+    assert ordered.rows() == [("A", D1, 5), ("A", D2, 1), ("B", D1, 1), ("B", D1, 2)]
+    assert storage.sorted_by(ordered, ["device_id", "day", "ts"]) is ordered

@@ -7,58 +7,54 @@ import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.drift import PSI_DRIFT, drifted_features
-from itap_assets.core.features import device_day_features, feature_registry
+from itap_assets.core.features import device_day_feature_chunks, feature_registry
 from itap_assets.core.scoring import feature_matrix, latest_models
 from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs
 from itap_assets.partitions import day_device_partitions
-from itap_assets.resources import ItapConfig, Warehouse
+from itap_assets.resources import ItapConfig, Warehouse, partition_keys_frame
+from itap_assets.storage import FrameChunks, check_column
 
 DRIFTED_SHARE = 0.10  # a device-day drifts when at least this share of its features drift
 
 
 @day_device_asset(ins=previous_day_inputs("validated"), group_name="model", kinds={"polars", "duckdb"})
-def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_config: ItapConfig) -> pl.DataFrame:
+def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_config: ItapConfig) -> FrameChunks:
     """Backward-looking time-window features (float32), continuous across midnight; `warmup` marks rows whose
-    history is shorter than the longest window (a device's first minutes)."""
+    history is shorter than the longest window (a device's first minutes). Written device chunk by device chunk
+    as they are computed: a day of a large fleet's features is gigabytes."""
     settings = itap_config.settings
     families = settings.sensor_families
-    frame = own_partitions(context, device_day_features(validated, families, settings.features.windows))
     registry = feature_registry(families, settings.features.windows)
     per_family: dict[str, int] = {}
     for spec in registry:
         per_family[spec.family] = per_family.get(spec.family, 0) + 1
-    context.add_output_metadata(
-        {
-            "rows": frame.height,
-            "features": len(registry),
-            "features_per_family": dg.MetadataValue.json(per_family),
-            "warmup_rows": int(frame["warmup"].sum()) if frame.height else 0,
-        }
-    )
-    return frame
+    metadata = {"features": len(registry), "features_per_family": dg.MetadataValue.json(per_family),
+                "warmup_rows": 0}
+
+    def own_chunks():
+        for chunk in device_day_feature_chunks(validated, families, settings.features.windows):
+            chunk = own_partitions(context, chunk)
+            metadata["warmup_rows"] += int(chunk["warmup"].sum())
+            yield chunk
+
+    return FrameChunks(own_chunks(), metadata)
 
 
-@dg.asset_check(
-    asset=features,
-    partitions_def=day_device_partitions,
-    description=f"WARN when at least {DRIFTED_SHARE:.0%} of a device-day's features drifted from the device's "
-    f"baseline window (population stability index > {PSI_DRIFT}); names the features.",
-)
-def feature_drift(features: pl.DataFrame, warehouse: Warehouse) -> dg.AssetCheckResult:
-    """The day's feature distributions against the baseline profile stored with the device's newest model."""
-    if not warehouse.has_table("model"):
-        return dg.AssetCheckResult(passed=True, description="no model yet: no baseline to compare with")
-    latest = latest_models(warehouse.query("SELECT device_id, version, feature_profile FROM model"))
+def drift_rows(features: pl.DataFrame, profiles: dict[str, dict]) -> list[dict]:
+    """Per device-day of `features` whose device has a baseline profile: the share of its features that drifted."""
     rows = []
     for (day, device), part in features.partition_by("day", "device_id", as_dict=True).items():
-        if device not in latest:
+        if device not in profiles:
             continue
-        profile = json.loads(latest[device]["feature_profile"])
-        names = list(profile)
-        drifted = drifted_features(feature_matrix(part, names), names, profile)
+        names = list(profiles[device])
+        drifted = drifted_features(feature_matrix(part, names), names, profiles[device])
         rows.append({"day": day, "device_id": device, "drifted_share": round(len(drifted) / max(len(names), 1), 3),
                      "drifted": len(drifted), "top_features": ", ".join(f"{k} ({v})" for k, v in
                                                                        list(drifted.items())[:5])})
+    return rows
+
+
+def drift_check_result(rows: list[dict]) -> dg.AssetCheckResult:
     table = pl.DataFrame(rows, schema={"day": pl.Date, "device_id": pl.String, "drifted_share": pl.Float64,
                                        "drifted": pl.Int64, "top_features": pl.String})
     drifting = table.filter(pl.col("drifted_share") >= DRIFTED_SHARE).sort("drifted_share", descending=True)
@@ -69,3 +65,38 @@ def feature_drift(features: pl.DataFrame, warehouse: Warehouse) -> dg.AssetCheck
         metadata={"drifting_device_days": dg.MetadataValue.md(markdown_table(drifting, limit=20)),
                   "device_days_checked": table.height},
     )
+
+
+def baseline_profiles(warehouse: Warehouse) -> dict[str, dict]:
+    """Each device's baseline feature profile, stored with its newest model."""
+    if not warehouse.has_table("model"):
+        return {}
+    latest = latest_models(warehouse.query("SELECT device_id, version, feature_profile FROM model"))
+    return {device: json.loads(record["feature_profile"]) for device, record in latest.items()}
+
+
+@dg.asset_check(
+    asset=features,
+    partitions_def=day_device_partitions,
+    description=f"WARN when at least {DRIFTED_SHARE:.0%} of a device-day's features drifted from the device's "
+    f"baseline window (population stability index > {PSI_DRIFT}); names the features.",
+)
+def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    """The run's device-days against the baseline profile stored with each device's newest model. Features are
+    read one device at a time, only the profiled columns (a day of a large fleet's features is gigabytes)."""
+    profiles = baseline_profiles(warehouse)
+    keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
+    rows = []
+    with warehouse.session() as session:
+        for (device,), device_keys in keys.partition_by("device_id", as_dict=True, maintain_order=True).items():
+            if device not in profiles:
+                continue
+            columns = ", ".join(f'"{check_column(c)}"' for c in profiles[device])
+            part = session.query(
+                f"SELECT day, device_id, {columns} FROM features WHERE device_id = ? AND day BETWEEN ? AND ?",
+                [device, device_keys["day"].min(), device_keys["day"].max()],
+            ).join(device_keys, on=["day", "device_id"], how="semi")
+            rows += drift_rows(part, profiles)
+    if not profiles:
+        return dg.AssetCheckResult(passed=True, description="no model yet: no baseline to compare with")
+    return drift_check_result(rows)

@@ -158,18 +158,25 @@ def test_a_device_without_enough_baseline_rows_gets_an_actionable_error(make_pip
 
 
 def test_feature_drift_check_names_drifted_features_and_passes_the_baseline(built):
-    from itap_assets.assets.features import feature_drift
+    from itap_assets.assets.features import baseline_profiles, drift_check_result, drift_rows
     from itap_assets.resources import Warehouse
 
-    warehouse = Warehouse(database=str(built.db_path))
+    profiles = baseline_profiles(Warehouse(database=str(built.db_path)))
     baseline_day = built.table("features").filter(
         (pl.col("device_id") == "DEV-0001") & (pl.col("day").cast(pl.String) == DAYS[0]))
-    steady = feature_drift(features=baseline_day, warehouse=warehouse)
-    assert steady.passed
+    assert drift_check_result(drift_rows(baseline_day, profiles)).passed
     # a hotter, harder-working machine: the level features of temperature and current shift (10 of 84 features)
     levels = [c for c in baseline_day.columns
               if c.split("__")[0] in ("temp_c", "current_a") and c.split("__")[1].split("_")[0] in ("mean", "min", "max")]
     hotter = baseline_day.with_columns(pl.col(c) + 40 for c in levels)
-    drifted = feature_drift(features=hotter, warehouse=warehouse)
+    drifted = drift_check_result(drift_rows(hotter, profiles))
     assert not drifted.passed
     assert "temp_c__mean_" in drifted.metadata["drifting_device_days"].value
+
+
+def test_feature_drift_runs_as_a_check_of_the_stored_features(built):
+    result = built.materialize(all_assets, first=f"{DAYS[1]}|DEV-0001", last=f"{DAYS[1]}|DEV-0003",
+                               selection=dg.AssetSelection.checks_for_assets("features"))
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "feature_drift"
+    assert evaluation.metadata["device_days_checked"].value == 3
