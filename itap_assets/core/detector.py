@@ -100,7 +100,7 @@ _EPS = 1e-12
 _CONTROLLER: ThreadpoolController | None = None
 
 
-def _blas_single_thread():
+def blas_single_thread():
     """Context limiting BLAS to one thread (our own threads parallelise); the controller is built once (~20 ms)."""
     global _CONTROLLER
     if _CONTROLLER is None:
@@ -587,7 +587,7 @@ class Detector:
         if threads <= 1 or len(slices) <= 1:
             parts = [fn(x[s]) for s in slices]
         else:
-            with _blas_single_thread(), ThreadPoolExecutor(threads) as pool:
+            with blas_single_thread(), ThreadPoolExecutor(threads) as pool:
                 parts = list(pool.map(lambda s: fn(x[s]), slices))
         return np.concatenate(parts, axis=0)
 
