@@ -16,15 +16,18 @@ SHARE_FLOOR = 1e-4
 
 
 def feature_profile(matrix: np.ndarray, names: Sequence[str], bins: int = 10) -> dict[str, dict]:
-    """Decile edges and baseline bin shares per feature (NaN ignored)."""
+    """Decile edges and baseline bin shares per feature (NaN ignored). The columns are sorted once: quantiles and
+    bin counts then come from a few binary searches per feature instead of a pass over every value."""
+    ordered = np.sort(matrix, axis=0)
     profile = {}
     for j, name in enumerate(names):
-        column = matrix[:, j]
+        column = ordered[:, j]
         column = column[np.isfinite(column)]
         if column.size == 0:
             continue
         edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]))
-        counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=edges.size + 1)
+        # bin k holds edges[k-1] <= v < edges[k]: the values below each edge, differenced
+        counts = np.diff(np.searchsorted(column, edges, side="left"), prepend=0, append=column.size)
         profile[name] = {"edges": edges.tolist(), "expected": (counts / column.size).tolist()}
     return profile
 

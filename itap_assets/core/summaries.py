@@ -53,12 +53,9 @@ def _mean_json_shares(frame: pl.DataFrame, column: str, *, pairs: bool) -> pl.Da
         frame.select("day", "device_id", pl.col(column).str.extract_all(pattern).alias("_kv"))
         .explode("_kv")
         .drop_nulls("_kv")
-        .select(
-            "day",
-            "device_id",
-            pl.col("_kv").str.extract(pattern, 1).alias("key"),
-            pl.col("_kv").str.extract(pattern, 2).cast(pl.Float64).alias("pct"),
-        )
+        .select("day", "device_id", pl.col("_kv").str.extract_groups(pattern).struct.rename_fields(["key", "pct"]))
+        .unnest("_kv")
+        .with_columns(pl.col("pct").cast(pl.Float64))
     )
     counts = frame.group_by("day", "device_id").agg(pl.len().alias("n"))
     return (
