@@ -253,9 +253,7 @@ def ensure_views(con: duckdb.DuckDBPyConnection, schema: str, changed_table: str
         con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{name}" AS {build(columns)}')
 
 
-def read_partitions(
-    path: Path | str, schema: str, table: str, keys: pl.DataFrame | None, *, columns: Sequence[str] | None = None
-) -> pl.DataFrame:
+def read_partitions(path: Path | str, schema: str, table: str, keys: pl.DataFrame | None) -> pl.DataFrame:
     """Rows of the given partitions (all rows when keys is None), ordered by partition and time."""
     check_identifier(schema)
     check_identifier(table)
@@ -265,22 +263,19 @@ def read_partitions(
                 f"table {schema}.{table} does not exist in {path}: materialize asset '{table}' first"
             )
         existing = _table_columns(con, schema, table)
-        select = "*"
-        if columns is not None:
-            unknown = [c for c in columns if c not in existing]
-            if unknown:
-                raise StorageError(f"table {schema}.{table} has no column(s) {unknown}")
-            select = ", ".join(f'"{c}"' for c in columns)
-        order = [c for c in ("device_id", "day", "ts") if c in existing and (columns is None or c in columns)]
+        order = [c for c in ("device_id", "day", "ts") if c in existing]
+        qualified = f'"{schema}"."{table}"'
         if keys is None:
-            return sorted_by(con.sql(f'SELECT {select} FROM "{schema}"."{table}"').pl(), order)
+            return sorted_by(con.sql(f"SELECT * FROM {qualified}").pl(), order)
         if keys.height == 0:
-            return con.sql(f'SELECT {select} FROM "{schema}"."{table}" LIMIT 0').pl()
-        con.register("_itap_keys", keys)
-        cols = ", ".join(keys.columns)
-        return sorted_by(con.sql(
-            f'SELECT {select} FROM "{schema}"."{table}" WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys)'
-        ).pl(), order)
+            return con.sql(f"SELECT * FROM {qualified} LIMIT 0").pl()
+        # Range predicates keep DuckDB's scan order, which a join with the keys (or a list lookup) does not: a
+        # sort would then cost more than the read. The exact set of keys is then a filter in Polars.
+        where = " AND ".join(f"{c} BETWEEN ? AND ?" for c in keys.columns)
+        params = [bound for c in keys.columns for bound in (keys[c].min(), keys[c].max())]
+        rows = con.sql(f"SELECT * FROM {qualified} WHERE {where}", params=params).pl()
+        wanted = keys.select(pl.struct(keys.columns)).to_series().implode()
+        return sorted_by(rows.filter(pl.struct(keys.columns).is_in(wanted)), order)
 
 
 def sorted_by(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:

@@ -145,3 +145,14 @@ def test_sorted_by_orders_rows_lexicographically_and_keeps_sorted_frames():
     ordered = storage.sorted_by(rows, ["device_id", "day", "ts"])
     assert ordered.rows() == [("A", D1, 5), ("A", D2, 1), ("B", D1, 1), ("B", D1, 2)]
     assert storage.sorted_by(ordered, ["device_id", "day", "ts"]) is ordered
+
+
+def test_reading_partitions_returns_exactly_those_in_partition_and_time_order(tmp_path):
+    db = tmp_path / "t.duckdb"
+    rows = pl.DataFrame({"day": [D1, D1, D2, D2, D1, D2], "device_id": ["B", "B", "A", "B", "A", "A"],
+                         "ts": [2, 1, 1, 1, 1, 2], "x": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})
+    storage.replace_partitions(db, "main", "t", rows, None)
+    # a diagonal: inside the bounding box of days x devices, but not a rectangle
+    keys = storage.partition_frame([D1, D2], ["B", "A"])
+    out = storage.read_partitions(db, "main", "t", keys)
+    assert out.select("device_id", "day", "ts").rows() == [("A", D2, 1), ("A", D2, 2), ("B", D1, 1), ("B", D1, 2)]
