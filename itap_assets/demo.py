@@ -54,14 +54,28 @@ def run_plan(pairs: list[tuple[date, str]], device_order: list[str]) -> list[tup
     return [(job, run_tags) for job in JOBS for run_tags in tags[job.metadata[PARTITIONING]]]
 
 
-def run_pipeline(instance: dg.DagsterInstance, pairs: list[tuple[date, str]]) -> list[tuple[str, float]]:
-    """Execute the plan in this process against the project's instance."""
+def project_job(name: str) -> dg.JobDefinition:
+    """Job `name` of the project's Definitions, rebuilt by name (what `dagster.execute_job` needs)."""
     from itap_assets.definitions import defs
 
+    return defs.resolve_job_def(name)
+
+
+def execute(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str]) -> dg.JobExecutionResult:
+    """One run of a project job in this process, executed as a launched run is: `execute_in_process` would keep
+    every step's output in memory until the run ends (a day of a large fleet's features is gigabytes)."""
+    job = dg.build_reconstructable_job("itap_assets.demo", "project_job", reconstructable_args=(job_name,))
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the event log keeps everything
+    with dg.execute_job(job, instance=instance, tags=tags, run_config=quiet) as result:
+        return result
+
+
+def run_pipeline(instance: dg.DagsterInstance, pairs: list[tuple[date, str]]) -> list[tuple[str, float]]:
+    """Execute the plan in this process against the project's instance."""
     timings = []
     for job, tags in run_plan(pairs, list(instance.get_dynamic_partitions(DEVICE))):
         started = time.perf_counter()
-        result = defs.resolve_job_def(job.name).execute_in_process(instance=instance, tags=tags)
+        result = execute(instance, job.name, tags)
         timings.append((job.name, time.perf_counter() - started))
         if not result.success:
             raise SystemExit(f"run of {job.name} failed: see `make ui`")

@@ -19,7 +19,7 @@ from itap_assets.core.scoring import (
 from itap_assets.partitions import device_partitions
 from itap_assets.resources import ItapConfig, Warehouse
 from itap_assets.settings import Settings
-from itap_assets.storage import check_device_id
+from itap_assets.storage import check_device_id, sorted_by
 
 
 def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], columns: list[str]) -> pl.DataFrame:
@@ -53,10 +53,10 @@ def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], 
             f" WHERE n <= {int(tr.first_samples)} GROUP BY device_id) c USING (device_id)"
         )
         where.append("f.ts <= c.last_ts")
-    return warehouse.query(
-        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)} ORDER BY f.device_id, f.ts",
+    return sorted_by(warehouse.query(
+        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)}",
         params, frames={"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})},
-    )
+    ), ["device_id", "ts"])
 
 
 @partitioned_asset(device_partitions, deps=["features"], group_name="model", kinds={"scikitlearn", "duckdb"})
