@@ -7,9 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 
-import duckdb
-
 import dagster as dg
+import duckdb
 import polars as pl
 from pydantic import model_validator
 

@@ -171,10 +171,11 @@ def replace_partitions(
 
 def _replace_chunks(con: duckdb.DuckDBPyConnection, schema: str, table: str, chunks: FrameChunks,
                     keys: pl.DataFrame | None) -> int:
+    """One transaction per batch of whole partitions; the run's partitions that got no rows are emptied last."""
     if keys is None:
         raise StorageError(f"table {table}: only a partitioned output can be written in chunks")
-    # Each batch's row groups are then compressed on every thread (2-3x faster). Rows of a batch may land out of
-    # order; readers restore the order (`sorted_by`), and the whole-table outputs keep insertion order.
+    # Without insertion order, DuckDB compresses a batch's row groups on every thread (2-3x faster). Rows of a
+    # batch may then land out of order: readers restore it (`sorted_by`). Frame outputs keep insertion order.
     con.execute("SET preserve_insertion_order = false")
     rows = 0
     written = keys.clear()
@@ -271,7 +272,7 @@ def read_partitions(path: Path | str, schema: str, table: str, keys: pl.DataFram
             return con.sql(f"SELECT * FROM {qualified} LIMIT 0").pl()
         # Range predicates keep DuckDB's scan order, which a join with the keys (or a list lookup) does not: a
         # sort would then cost more than the read. The exact set of keys is then a filter in Polars.
-        where = " AND ".join(f"{c} BETWEEN ? AND ?" for c in keys.columns)
+        where = " AND ".join(f'"{c}" BETWEEN ? AND ?' for c in keys.columns)
         params = [bound for c in keys.columns for bound in (keys[c].min(), keys[c].max())]
         rows = con.sql(f"SELECT * FROM {qualified} WHERE {where}", params=params).pl()
         wanted = keys.select(pl.struct(keys.columns)).to_series().implode()

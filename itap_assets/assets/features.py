@@ -85,6 +85,8 @@ def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) 
     """The run's device-days against the baseline profile stored with each device's newest model. Features are
     read one device at a time, only the profiled columns (a day of a large fleet's features is gigabytes)."""
     profiles = baseline_profiles(warehouse)
+    if not profiles:
+        return dg.AssetCheckResult(passed=True, description="no model yet: no baseline to compare with")
     keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
     rows = []
     with warehouse.session() as session:
@@ -97,6 +99,4 @@ def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) 
                 [device, device_keys["day"].min(), device_keys["day"].max()],
             ).join(device_keys, on=["day", "device_id"], how="semi")
             rows += drift_rows(part, profiles)
-    if not profiles:
-        return dg.AssetCheckResult(passed=True, description="no model yet: no baseline to compare with")
     return drift_check_result(rows)
