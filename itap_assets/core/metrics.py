@@ -308,7 +308,9 @@ def root_cause_accuracy(
     ``in_training`` rows too). The family of a ``sensor_dropout`` episode is that of its dropped sensor, taken from
     (first that applies) a ``fault_sensor`` column of ``explained``, ``episodes`` (``fault_episodes`` output) or the
     sensor columns of ``explained`` itself. Point level: every flagged point counts (a point with NULL
-    ``top_family`` is wrong). Episode level: the most frequent ``top_family`` of an episode's points.
+    ``top_family`` is wrong). Episode level: the most frequent ``top_family`` of an episode's points. Faults whose
+    family is unknown (no family for the tag or the dropped sensor) are left out and counted in
+    ``points_unknown_family`` / ``episodes_unknown_family``.
     Returns ``{"overall": {points, accuracy, episodes, episode_accuracy}, "by_fault_type": {...}}``.
     """
     df = explained.filter(pl.col("fault_id").is_not_null())
@@ -329,7 +331,11 @@ def root_cause_accuracy(
     exp = expected_families(eps, sensor_families).select("device_id", "fault_id", "expected")
     df = df.join(exp, on=["device_id", "fault_id"], how="left").with_columns(
         pl.col("expected").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
-    ).with_columns(
+    )
+    # A fault whose family is unknown (a generic tag such as "fault") has no right answer: it is left out and
+    # counted, not scored as wrong.
+    unknown = df.filter(pl.col("expected").list.len() == 0)
+    df = df.filter(pl.col("expected").list.len() > 0).with_columns(
         correct=pl.col("top_family").is_not_null() & pl.col("expected").list.contains(pl.col("top_family")).fill_null(False)
     )
     ep = (
@@ -356,7 +362,9 @@ def root_cause_accuracy(
         tag: block(df.filter(pl.col("fault_tag") == tag), ep.filter(pl.col("fault_tag") == tag))
         for tag in sorted(t for t in df["fault_tag"].unique().to_list() if t is not None)
     }
-    return {"overall": block(df, ep), "by_fault_type": by_type}
+    overall = block(df, ep) | {"points_unknown_family": unknown.height,
+                                "episodes_unknown_family": unknown.select("device_id", "fault_id").n_unique()}
+    return {"overall": overall, "by_fault_type": by_type}
 
 
 # ----------------------------------------------------------------------------------------------------------------

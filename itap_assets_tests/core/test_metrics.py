@@ -158,6 +158,17 @@ def test_root_cause_accuracy(frame):
     assert r2["by_fault_type"]["bearing_wear"]["accuracy"] == 0.0
 
 
+def test_root_cause_leaves_out_faults_whose_family_is_unknown():
+    explained = pl.DataFrame({
+        "device_id": ["A", "A", "A"], "fault_id": ["A-F1", "A-F1", "A-F2"],
+        "fault_tag": ["bearing_wear", "bearing_wear", "fault"],  # a generic tag from a plant's files
+        "top_family": ["Vibration", "Temperature", "Voltage"], "fault_sensor": [None, None, None],
+    }, schema_overrides={"fault_sensor": pl.Utf8})
+    r = root_cause_accuracy(explained, SENSOR_FAMILIES)["overall"]
+    assert r["accuracy"] == pytest.approx(1 / 2) and r["points"] == 2
+    assert r["points_unknown_family"] == 1 and r["episodes_unknown_family"] == 1
+
+
 def test_alert_quality(frame):
     eps = fault_episodes(frame)
     alerts = pl.DataFrame(
