@@ -237,12 +237,13 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
     fault-free rows within that many seconds after an episode's end; the standard keys are unchanged.
     """
     df, n_train = _eval_rows(scores)
-    # sklearn's ranking metrics start with a stable argsort of the scores: on sorted rows that is a linear pass,
-    # not a fresh O(n log n) sort for each of the (overall, per fault type, post-fault) AUCs.
-    df = df.sort("score", nulls_last=True)
-    y = df["_pos"].to_numpy()
-    flag = df["is_anomaly"].to_numpy()
-    score = df["score"].to_numpy().astype(np.float64)
+    # sklearn's ranking metrics start with a stable argsort of the scores: given the rows in score order that is a
+    # linear pass, not a fresh O(n log n) sort for each of the (overall, per fault type, post-fault) AUCs.
+    order = df.select(pl.col("score").arg_sort(nulls_last=True)).to_series()
+    ranked = df.select("_pos", "is_anomaly", "score", "fault_tag")[order]
+    y = ranked["_pos"].to_numpy()
+    flag = ranked["is_anomaly"].to_numpy()
+    score = ranked["score"].to_numpy().astype(np.float64)
     score = np.where(np.isfinite(score), score, np.nan)
     overall = _point_block(y, flag, score)
     overall["training_rows_excluded"] = n_train
@@ -250,10 +251,9 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
     eps = episode_detection(scores)
     overall.update(_episode_block(eps))
     by_type: dict[str, dict] = {}
-    tags = df["fault_tag"].to_numpy()
     neg = ~y
     for tag in sorted(t for t in df.filter(pl.col("_pos"))["fault_tag"].unique().to_list() if t is not None):
-        sel = (tags == tag) & y
+        sel = (ranked["fault_tag"] == tag).fill_null(False).to_numpy() & y  # Polars, not an object-array compare
         rows = (sel | neg) & ~np.isnan(score)
         block = {
             "points": int(sel.sum()),
@@ -265,7 +265,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
     crit = eps.filter(pl.col("fault_tag").is_in(list(CRITICAL_FAULTS)))
     overall.update({f"critical_{k}": v for k, v in _episode_block(crit).items()})
     if post_fault_grace_s is not None:
-        post = post_fault_mask(df, post_fault_grace_s)
+        post = post_fault_mask(df, post_fault_grace_s)[order.to_numpy()]
         keep = ~post
         has = ~np.isnan(score)
         overall.update(
