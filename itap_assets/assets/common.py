@@ -1,11 +1,15 @@
 """What every partitioned ITAP step shares: single-run backfills (a range of partitions in one run), the DuckDB
-writer pool, inputs that bring day D-1 as context, and keeping only the rows of the run's own partitions."""
+writer pool, inputs that bring day D-1 as context, keeping only the rows of the run's own partitions, and reading
+features a device at a time."""
+
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 import polars as pl
 
 from itap_assets.partitions import day_device_partitions, with_previous_day
-from itap_assets.resources import DUCKDB_POOL, partition_keys_frame
+from itap_assets.resources import DUCKDB_POOL, WarehouseSession, partition_keys_frame
+from itap_assets.storage import check_column, sorted_by
 
 
 def partitioned_asset(partitions_def: dg.PartitionsDefinition, **kwargs):
@@ -40,3 +44,22 @@ def device_slices(frame: pl.DataFrame):
     for length, device in bounds.iter_rows():
         yield device, frame.slice(offset, length)
         offset += length
+
+
+def keys_by_device(keys: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
+    """(device, that device's (day, device_id) keys) for a run's partition keys, in key order."""
+    for (device,), device_keys in keys.partition_by("device_id", as_dict=True, maintain_order=True).items():
+        yield device, device_keys
+
+
+def device_features(session: WarehouseSession, device_keys: pl.DataFrame,
+                    columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """One device's stored features for the partitions in `device_keys`, in time order (all columns, or the keys
+    and `columns`): steps read features a device at a time, a day of a large fleet's features being gigabytes."""
+    select = "*" if columns is None else ", ".join(f'"{check_column(c)}"' for c in ["ts", "day", "device_id",
+                                                                                       *columns])
+    rows = session.query(
+        f"SELECT {select} FROM features WHERE device_id = ? AND day BETWEEN ? AND ?",
+        [device_keys["device_id"][0], device_keys["day"].min(), device_keys["day"].max()],
+    )
+    return sorted_by(rows, ["ts"]).join(device_keys, on=["day", "device_id"], how="semi")

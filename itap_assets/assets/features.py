@@ -9,10 +9,12 @@ from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.drift import PSI_DRIFT, drifted_features
 from itap_assets.core.features import device_day_feature_chunks, feature_registry
 from itap_assets.core.scoring import feature_matrix, latest_models
-from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs
+from itap_assets.assets.common import (
+    day_device_asset, device_features, keys_by_device, own_partitions, previous_day_inputs,
+)
 from itap_assets.partitions import day_device_partitions
 from itap_assets.resources import ItapConfig, Warehouse, partition_keys_frame
-from itap_assets.storage import FrameChunks, check_column
+from itap_assets.storage import FrameChunks
 
 DRIFTED_SHARE = 0.10  # a device-day drifts when at least this share of its features drift
 
@@ -90,13 +92,7 @@ def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) 
     keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
     rows = []
     with warehouse.session() as session:
-        for (device,), device_keys in keys.partition_by("device_id", as_dict=True, maintain_order=True).items():
-            if device not in profiles:
-                continue
-            columns = ", ".join(f'"{check_column(c)}"' for c in profiles[device])
-            part = session.query(
-                f"SELECT day, device_id, {columns} FROM features WHERE device_id = ? AND day BETWEEN ? AND ?",
-                [device, device_keys["day"].min(), device_keys["day"].max()],
-            ).join(device_keys, on=["day", "device_id"], how="semi")
-            rows += drift_rows(part, profiles)
+        for device, device_keys in keys_by_device(keys):
+            if device in profiles:
+                rows += drift_rows(device_features(session, device_keys, list(profiles[device])), profiles)
     return drift_check_result(rows)

@@ -1,14 +1,12 @@
 """model: one per device, learned from that device's own baseline window; the table is the model registry."""
 
-from concurrent.futures import ThreadPoolExecutor
-
 import dagster as dg
 import polars as pl
 
 from itap_assets.assets.common import device_slices, partitioned_asset
 from itap_assets.assets.metadata import markdown_table
-from itap_assets.core.detector import blas_single_thread, default_threads
 from itap_assets.core.features import feature_registry
+from itap_assets.core.parallel import map_on_cores
 from itap_assets.core.scoring import (
     describe_training,
     fit_device_model,
@@ -81,10 +79,7 @@ def model(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: 
         version = latest[device]["version"] + 1 if device in latest else 1
         return model_record(device, version, det, threshold, train, settings.model), threshold
 
-    # Devices are independent and numpy releases the GIL for most of a fit: one thread per core, BLAS on one
-    # thread each (two levels of threads oversubscribe the cores and make a small np.cov 5x slower).
-    with blas_single_thread(), ThreadPoolExecutor(default_threads()) as pool:
-        fitted = list(pool.map(fit, devices))
+    fitted = map_on_cores(fit, devices)  # devices are independent; numpy releases the GIL for most of a fit
     for device, (record, threshold) in zip(devices, fitted):
         previous = latest.get(device)
         version = record["version"]

@@ -1,21 +1,19 @@
 """scores and explanations: each device's rows scored by that device's newest model, flagged points explained
 by the same model."""
 
-from concurrent.futures import ThreadPoolExecutor
-
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.common import day_device_asset, device_slices, own_partitions
+from itap_assets.assets.common import (
+    day_device_asset, device_features, device_slices, keys_by_device, own_partitions,
+)
 from itap_assets.assets.metadata import markdown_table
-from itap_assets.core.detector import blas_single_thread, default_threads
 from itap_assets.core.explain import root_cause_family_map
 from itap_assets.core.features import feature_registry
-from itap_assets.core.parallel import ordered_map
+from itap_assets.core.parallel import map_on_cores, ordered_map
 from itap_assets.core.scoring import EXPLANATIONS_SCHEMA, SCORES_SCHEMA, explain_device, latest_models, load_detector, score_device
 from itap_assets.partitions import day_device_partitions, device_of_day
 from itap_assets.resources import ItapConfig, Warehouse, partition_keys_frame
-from itap_assets.storage import sorted_by
 
 MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
 
@@ -43,15 +41,11 @@ def scores(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: Wa
     with warehouse.session() as session:
         reader = session.cursor()  # its own thread: the next device is read while this one is scored
 
-        def device_rows(item: tuple[tuple[str], pl.DataFrame]) -> tuple[str, pl.DataFrame]:
-            (device,), device_keys = item
-            return device, sorted_by(reader.query(
-                "SELECT * FROM features WHERE device_id = ? AND day BETWEEN ? AND ?",
-                [device, device_keys["day"].min(), device_keys["day"].max()],
-            ), ["ts"]).join(device_keys, on=["day", "device_id"], how="semi")
+        def device_rows(item: tuple[str, pl.DataFrame]) -> tuple[str, pl.DataFrame]:
+            device, device_keys = item
+            return device, device_features(reader, device_keys)
 
-        by_device = keys.partition_by("device_id", as_dict=True, maintain_order=True).items()
-        for device, rows in ordered_map(device_rows, by_device, workers=1):
+        for device, rows in ordered_map(device_rows, keys_by_device(keys), workers=1):
             parts.append(score_device(rows, latest[device], load_detector(latest[device])))
     out = pl.concat(parts) if parts else pl.DataFrame(schema=SCORES_SCHEMA)
     per_device = out.group_by("device_id").agg(
@@ -89,10 +83,9 @@ def explanations(
         frames={"_flagged": flagged},
     )
     latest = _models_for(rows, model) if rows.height else {}
-    # Devices are independent and numpy/Polars release the GIL: one thread per core, BLAS on one thread each.
-    with blas_single_thread(), ThreadPoolExecutor(default_threads()) as pool:
-        parts = list(pool.map(lambda item: explain_device(item[1], load_detector(latest[item[0]]), families),
-                              device_slices(rows)))
+    # Devices are independent and numpy/Polars release the GIL.
+    parts = map_on_cores(lambda item: explain_device(item[1], load_detector(latest[item[0]]), families),
+                         device_slices(rows))
     out = own_partitions(context, pl.concat(parts)) if parts else pl.DataFrame(schema=EXPLANATIONS_SCHEMA)
     counts = out.group_by("top_family").len().sort("len", descending=True)
     context.add_output_metadata(

@@ -74,7 +74,6 @@ held to one thread meanwhile, float32 throughout. See ``bench/scoring.py``.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,8 +82,8 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 from sklearn.ensemble import IsolationForest
-from threadpoolctl import ThreadpoolController
 
+from itap_assets.core.parallel import blas_single_thread, default_threads
 from itap_assets.core.thresholds import fit_gpd_tail
 
 DetectorKind = Literal["iforest", "pca", "ensemble"]
@@ -95,25 +94,6 @@ NORMALISER_QUANTILE = 0.99
 _KNOTS = 1025
 _MIN_FOLD_ROWS = 200
 _EPS = 1e-12
-
-
-_CONTROLLER: ThreadpoolController | None = None
-
-
-def blas_single_thread():
-    """Context limiting BLAS to one thread (our own threads parallelise); the controller is built once (~20 ms)."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
-
-
-def default_threads() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(2, cpus))
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,41 @@
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from threadpoolctl import ThreadpoolController
+
 T = TypeVar("T")
 R = TypeVar("R")
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def blas_single_thread():
+    """Context limiting BLAS to one thread (our own threads parallelise); the controller is built once (~20 ms)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def default_threads() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(2, cpus))
+
+
+def map_on_cores(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``list(map(fn, items))`` with one thread per core and BLAS on one thread each (two levels of threads
+    oversubscribe the cores: a small ``np.cov`` gets 5x slower)."""
+    with blas_single_thread(), ThreadPoolExecutor(default_threads()) as pool:
+        return list(pool.map(fn, items))
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
