@@ -11,6 +11,8 @@ from itap_assets.core.rules import DEFAULT_FAMILIES, AlertRulesError, alert_id, 
 from itap_assets_tests.core.test_rules_support import (
     DAY,
     SOURCE,
+    TEMP,
+    VIB,
     at,
     config,
     dominant,
@@ -20,8 +22,6 @@ from itap_assets_tests.core.test_rules_support import (
     run,
 )
 
-VIB = {"Vibration": 70.0, "RPM": 30.0}
-TEMP = {"Temperature": 80.0, "Current": 20.0}
 RPM = {"RPM": 90.0, "Voltage": 10.0}
 
 

@@ -13,6 +13,8 @@ import pytest
 from itap_assets.core.rules import ALERT_SCHEMA, DEFAULT_FAMILIES, evaluate_alerts, normalise_tag
 from itap_assets_tests.core.test_rules_support import (
     DAY,
+    TEMP,
+    VIB,
     at,
     bands,
     burst,
@@ -24,10 +26,6 @@ from itap_assets_tests.core.test_rules_support import (
     run,
     tag_routes,
 )
-
-VIB = {"Vibration": 70.0, "RPM": 30.0}
-TEMP = {"Temperature": 80.0, "Current": 20.0}
-
 
 # --- burst -------------------------------------------------------------------------------------------------------
 

@@ -13,6 +13,10 @@ from itap_assets.core.rules import DEFAULT_FAMILIES, AlertRulesConfig, evaluate_
 DAY = datetime(2026, 1, 2)  # output day D; day D-1 is context
 SOURCE = "configs/alert_rules.yaml"
 
+# family shares of a point blamed mostly on one family
+VIB = {"Vibration": 70.0, "RPM": 30.0}
+TEMP = {"Temperature": 80.0, "Current": 20.0}
+
 POINT_SCHEMA = {
     "ts": pl.Datetime("us"),
     "device_id": pl.Utf8,
