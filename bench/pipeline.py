@@ -3,8 +3,8 @@
     python bench/pipeline.py small|large|month|all [--reference-devices N]   (N = 0: no reference)
     python bench/pipeline.py quality [--seeds 7 8]
 
-Prints, per asset step, the time spent loading inputs, in the asset body and writing outputs, and the step's peak
-RSS; end to end: wall time, rows/s, peak RSS and Dagster overhead (run wall time minus the time inside steps).
+Prints, per asset step, the time spent loading inputs, in the asset body and writing outputs, the step's peak
+RSS and how many cores it kept busy on average (CPU seconds / wall seconds); end to end: wall time, rows/s, peak RSS and Dagster overhead (run wall time minus the time inside steps).
 Runs execute as a launched run does (`execute_job` with the project's in-process executor), not through
 `materialize`, which keeps every output in memory for tests. Then the predecessor-style reference on the same
 data in the same process (pandas row-window and rolling-FFT features + StandardScaler + IsolationForest, see
@@ -46,28 +46,37 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class RssSampler(threading.Thread):
-    """Resident memory every 0.2 s (wall-clock stamped), to tell which step a peak belongs to."""
+class ResourceSampler(threading.Thread):
+    """Resident memory and CPU time used so far, every 0.2 s (wall-clock stamped): which step a memory peak
+    belongs to, and how many cores a step keeps busy."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, float, float]] = []
 
     def run(self) -> None:
         page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
         while True:
             with open("/proc/self/statm") as f:
-                self.samples.append((time.time(), int(f.read().split()[1]) * page_mb))
+                rss_mb = int(f.read().split()[1]) * page_mb
+            cpu = os.times()
+            self.samples.append((time.time(), rss_mb, cpu.user + cpu.system))
             time.sleep(0.2)
 
     def peak_between(self, start: float, end: float) -> float:
-        return max((mb for t, mb in self.samples if start <= t <= end), default=0.0)
+        return max((mb for t, mb, _ in self.samples if start <= t <= end), default=0.0)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds of all threads between two wall-clock times (nearest samples)."""
+        inside = [cpu for t, _, cpu in self.samples if start <= t <= end]
+        return inside[-1] - inside[0] if len(inside) > 1 else 0.0
 
 
-def step_seconds(instance, run_id: str, rss: RssSampler) -> dict[str, dict[str, float]]:
+def step_seconds(instance, run_id: str, resources: ResourceSampler) -> dict[str, dict[str, float]]:
     """Per step of a run, from the event log: seconds from STEP_START to STEP_SUCCESS (`total`), split into
     loading inputs (`load`, to the last LOADED_INPUT), the asset body (`body`, to STEP_OUTPUT) and writing
-    outputs (`write`, to the last HANDLED_OUTPUT); checks and metadata fall in `body`; and the step's peak RSS."""
+    outputs (`write`, to the last HANDLED_OUTPUT); checks and metadata fall in `body`; the step's peak RSS and the
+    CPU seconds spent meanwhile (`cpu`)."""
     marks: dict[str, dict[str, float]] = {}
     out: dict[str, dict[str, float]] = {}
     for entry in instance.all_logs(run_id):
@@ -88,8 +97,9 @@ def step_seconds(instance, run_id: str, rss: RssSampler) -> dict[str, dict[str, 
             end = entry.timestamp
             output = m.get("output", end)
             step = out.setdefault(event.step_key, {"total": 0.0, "load": 0.0, "body": 0.0, "write": 0.0,
-                                                   "peak_rss_mb": 0.0})
-            step["peak_rss_mb"] = max(step["peak_rss_mb"], rss.peak_between(m["start"], end))
+                                                   "peak_rss_mb": 0.0, "cpu": 0.0})
+            step["peak_rss_mb"] = max(step["peak_rss_mb"], resources.peak_between(m["start"], end))
+            step["cpu"] += resources.cpu_between(m["start"], end)
             step["total"] += end - m["start"]
             step["load"] += m["loaded"] - m["start"]
             step["body"] += output - m["loaded"]
@@ -121,8 +131,8 @@ def run_preset(name: str, reference_devices: int | None, seed: int | None = None
     pairs = data_partitions(settings)
     steps: dict[str, dict[str, float]] = {}
     runs = []
-    rss = RssSampler()
-    rss.start()
+    resources = ResourceSampler()
+    resources.start()
     started = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
         register_devices(instance, sorted({dev for _, dev in pairs}))
@@ -132,7 +142,7 @@ def run_preset(name: str, reference_devices: int | None, seed: int | None = None
             wall = time.perf_counter() - t0
             if not result.success:
                 raise SystemExit(f"{name}: run of {job.name} failed")
-            inside = step_seconds(instance, result.run_id, rss)
+            inside = step_seconds(instance, result.run_id, resources)
             for step, parts in inside.items():
                 mine = steps.setdefault(step, dict.fromkeys(parts, 0.0))
                 for part, value in parts.items():
@@ -196,10 +206,10 @@ def child(name: str, reference_devices: int | None, seed: int | None = None) -> 
 
 def report(f: dict) -> None:
     print(f"\n== preset {f['preset']}: {f['rows']:,} rows, {f['partitions']} partitions, {f['runs']} runs ==")
-    print(f"  {'step':<28} {'total':>8}   {'load':>6} {'body':>6} {'write':>6}  {'peak RSS':>9}")
+    print(f"  {'step':<28} {'total':>8}   {'load':>6} {'body':>6} {'write':>6}  {'peak RSS':>9}  {'cores':>5}")
     for step, s in sorted(f["steps"].items(), key=lambda kv: -kv[1]["total"]):
         print(f"  {step:<28} {s['total']:8.1f} s ({s['load']:6.1f} {s['body']:6.1f} {s['write']:6.1f}) "
-              f"{s['peak_rss_mb']:6.0f} MB")
+              f"{s['peak_rss_mb']:6.0f} MB  {s['cpu'] / s['total'] if s['total'] else 0:5.2f}")
     print(f"  {'end to end':<28} {f['wall_s']:8.1f} s   ({f['rows_per_s']:,.0f} rows/s)")
     print(f"  {'Dagster overhead':<28} {f['overhead_s']:8.1f} s   ({f['overhead_pct']:.1f}% of wall time)")
     print(f"  {'peak RSS':<28} {f['peak_rss_mb']:8.0f} MB  (with the reference run after it: "
