@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from itap_assets.core.frames import sorted_by
 from itap_assets.settings import ID_PATTERN
 from itap_assets.views import VIEWS
 
@@ -277,17 +278,3 @@ def read_partitions(path: Path | str, schema: str, table: str, keys: pl.DataFram
         rows = con.sql(f"SELECT * FROM {qualified} WHERE {where}", params=params).pl()
         wanted = keys.select(pl.struct(keys.columns)).to_series().implode()
         return sorted_by(rows.filter(pl.struct(keys.columns).is_in(wanted)), order)
-
-
-def sorted_by(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
-    """`frame` ordered by `columns`. Rows mostly come back from DuckDB in insertion order, which already is that
-    order: checking costs a vectorised pass, where an ORDER BY would sort every column of every row."""
-    if not columns or frame.height < 2:
-        return frame
-    in_order = pl.lit(True)
-    for col in reversed(columns):  # lexicographic: (a, b) >= previous (a, b)
-        c, prev = pl.col(col), pl.col(col).shift(1)
-        in_order = (c > prev) | ((c == prev) & in_order)
-    if frame.select(in_order.slice(1).all()).item():
-        return frame
-    return frame.sort(list(columns))

@@ -140,13 +140,6 @@ def test_reading_a_missing_table_names_the_asset(tmp_path):
         storage.read_partitions(tmp_path / "t.duckdb", "main", "nope", None)
 
 
-def test_sorted_by_orders_rows_lexicographically_and_keeps_sorted_frames():
-    rows = pl.DataFrame({"device_id": ["B", "A", "A", "B"], "day": [D1, D2, D1, D1], "ts": [2, 1, 5, 1]})
-    ordered = storage.sorted_by(rows, ["device_id", "day", "ts"])
-    assert ordered.rows() == [("A", D1, 5), ("A", D2, 1), ("B", D1, 1), ("B", D1, 2)]
-    assert storage.sorted_by(ordered, ["device_id", "day", "ts"]) is ordered
-
-
 def test_reading_partitions_returns_exactly_those_in_partition_and_time_order(tmp_path):
     db = tmp_path / "t.duckdb"
     rows = pl.DataFrame({"day": [D1, D1, D2, D2, D1, D2], "device_id": ["B", "B", "A", "B", "A", "A"],

@@ -7,9 +7,10 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 import polars as pl
 
+from itap_assets.core.frames import sorted_by
 from itap_assets.partitions import day_device_partitions, with_previous_day
 from itap_assets.resources import DUCKDB_POOL, WarehouseSession, partition_keys_frame
-from itap_assets.storage import check_column, sorted_by
+from itap_assets.storage import check_column
 
 
 def partitioned_asset(partitions_def: dg.PartitionsDefinition, **kwargs):

@@ -69,10 +69,12 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
         context.log.info("no labelled rows: nothing to evaluate")
         return pl.DataFrame(schema={"metric": pl.String, "scope": pl.String, "value": pl.Float64,
                                     "computed_at": pl.Datetime("us")})
-    # The flagged points' labels come from `scored`, already in memory (a second 3-way join in DuckDB costs more).
+    # The flagged points' labels come from `scored`, already in memory (a second 3-way join in DuckDB costs more);
+    # only flagged points are explained.
     keys = ["device_id", "day", "ts"]
     explained = warehouse.query("SELECT * FROM explanations").join(
-        scored.select(*keys, "in_training", "is_anomaly", "fault_tag", "fault_id"), on=keys, how="inner")
+        scored.filter("is_anomaly").select(*keys, "in_training", "is_anomaly", "fault_tag", "fault_id"), on=keys,
+        how="inner")
     alert_rows = warehouse.query("SELECT * FROM v_alerts") if warehouse.has_table("v_alerts") else \
         warehouse.query("SELECT * FROM alerts")
     out = evaluate(scored, explained, alert_rows, sensors, longest_window_s).with_columns(

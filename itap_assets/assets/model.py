@@ -6,6 +6,7 @@ import polars as pl
 from itap_assets.assets.common import device_slices, partitioned_asset
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.features import feature_registry
+from itap_assets.core.frames import sorted_by
 from itap_assets.core.parallel import map_on_cores
 from itap_assets.core.scoring import (
     describe_training,
@@ -17,7 +18,7 @@ from itap_assets.core.scoring import (
 from itap_assets.partitions import device_partitions
 from itap_assets.resources import ItapConfig, Warehouse
 from itap_assets.settings import Settings
-from itap_assets.storage import check_device_id, sorted_by
+from itap_assets.storage import check_device_id
 
 
 def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], columns: list[str]) -> pl.DataFrame:

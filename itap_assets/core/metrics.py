@@ -7,7 +7,7 @@ Conventions
 * A row is **positive** when it carries a ``fault_id`` (simulated faults label every sample of an episode), negative
   (fault-free) otherwise. Rows with ``in_training`` true are left out of every metric (the model saw them).
 * ``is_anomaly`` NULL counts as not flagged. Rows with a NULL/NaN ``score`` are left out of ROC-AUC/PR-AUC only.
-* Point metrics come from ``sklearn.metrics`` (precision/recall/F1, ``roc_auc_score``, ``average_precision_score`` as
+* Point metrics come from ``sklearn.metrics`` (precision/recall/F1, ROC-AUC, ``average_precision_score`` as
   PR-AUC); a metric that is undefined for the data (e.g. AUC with one class) is ``None``. No point adjustment.
 * An **episode** is ``(device_id, fault_id)``: its start/end are its first/last labelled (evaluated) sample. It is
   detected when any of its points is flagged; delay = first flagged ts - start, in seconds.
@@ -28,6 +28,8 @@ from datetime import timedelta
 import numpy as np
 import polars as pl
 from sklearn import metrics as skm
+
+from itap_assets.core.frames import sorted_by
 
 CRITICAL_FAULTS: tuple[str, ...] = ("bearing_wear", "overheat_drift", "power_spike")
 FAULT_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -175,6 +177,15 @@ def _labels(y: np.ndarray) -> np.ndarray:
     return y.astype(np.int8)
 
 
+def _roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC-AUC, None with one class only. `roc_curve` + `auc` is what `roc_auc_score` computes for binary labels,
+    without its label inference and binarisation (two passes of `np.unique` over millions of rows)."""
+    if not (y.any() and (~y).any()):
+        return None
+    fpr, tpr, _ = skm.roc_curve(_labels(y), score, pos_label=1)
+    return _f(skm.auc(fpr, tpr))
+
+
 def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray) -> dict:
     has = ~np.isnan(score)
     neg = ~y
@@ -192,7 +203,7 @@ def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray) -> dict:
         "f1": _f(f1) if (y.any() or flag.any()) else None,
         "false_alarm_rate": _f(flag[neg].mean()) if neg.any() else None,
         "missed_alarm_rate": _f(1.0 - flag[y].mean()) if y.any() else None,
-        "roc_auc": _safe(skm.roc_auc_score, _labels(y[has]), score[has]) if two else None,
+        "roc_auc": _roc_auc(y[has], score[has]),
         "pr_auc": _safe(skm.average_precision_score, _labels(y[has]), score[has]) if two else None,
         "unscored_rows": int((~has).sum()),
     }
@@ -210,7 +221,7 @@ def post_fault_mask(frame: pl.DataFrame, grace_s: float) -> np.ndarray:
     )
     if ends.height == 0 or frame.height == 0:
         return np.zeros(frame.height, dtype=bool)
-    idx = frame.select("device_id", "ts", "fault_id").with_row_index("_i").sort("device_id", "ts")
+    idx = sorted_by(frame.select("device_id", "ts", "fault_id").with_row_index("_i"), ["device_id", "ts"])
     joined = idx.join_asof(
         ends.rename({"_end": "ts_end"}).with_columns(pl.col("ts_end").alias("ts")),
         on="ts",
@@ -258,7 +269,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
         block = {
             "points": int(sel.sum()),
             "point_recall": _f(flag[sel].mean()) if sel.any() else None,
-            "roc_auc": _safe(skm.roc_auc_score, _labels(y[rows]), score[rows]) if neg.any() else None,
+            "roc_auc": _roc_auc(y[rows], score[rows]),
         }
         block.update(_episode_block(eps.filter(pl.col("fault_tag") == tag)))
         by_type[tag] = block
@@ -274,9 +285,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
                 "post_fault_rows": int(post.sum()),
                 "post_fault_flagged": int((post & flag).sum()),
                 "false_alarm_rate_excl_post_fault": _f(flag[neg & keep].mean()) if (neg & keep).any() else None,
-                "roc_auc_excl_post_fault": _safe(skm.roc_auc_score, _labels(y[keep & has]), score[keep & has])
-                if (y[keep & has].any() and (~y[keep & has]).any())
-                else None,
+                "roc_auc_excl_post_fault": _roc_auc(y[keep & has], score[keep & has]),
             }
         )
     return {"overall": overall, "by_fault_type": by_type}

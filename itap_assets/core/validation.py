@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pandera.polars as pa
 import polars as pl
 
+from itap_assets.core.frames import sorted_by
 from itap_assets.core.schemas import canonical_schema, structure_contract, telemetry_contract
 from itap_assets.settings import ID_PATTERN, SensorSpec
 
@@ -185,10 +186,10 @@ def split_telemetry(
     good = typed.filter(pl.col("reason").is_null()).select(*canonical_schema(names)).with_columns(
         pl.lit(None, dtype=pl.String).alias(c) for c in ("reason", "detail", "raw_row")
     )
-    shared_ts = pl.len().over("device_id", "ts") > 1
+    shared_ts = good.select(pl.len().over("device_id", "ts") > 1).to_series()  # one hash pass, used twice
     dups = _judge_duplicates(good.filter(shared_ts), [c for c in canonical_schema(names) if c not in ("device_id", "ts")])
     validated = pl.concat([good.filter(~shared_ts), dups.filter(pl.col("reason").is_null())])
-    validated = validated.drop("reason", "detail", "raw_row").sort("device_id", "ts")
+    validated = sorted_by(validated.drop("reason", "detail", "raw_row"), ["device_id", "ts"])
     quarantine = pl.concat([rejected, dups.filter(pl.col("reason").is_not_null())])
     return ValidationResult(validated, quarantine.sort("device_id", "ts", nulls_last=True))
 

@@ -1,0 +1,21 @@
+"""Small Polars helpers shared by the pipeline steps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+
+
+def sorted_by(frame: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """`frame` ordered by `columns`. Rows mostly are in that order already (DuckDB returns insertion order, filters
+    keep it): checking costs a vectorised pass, where a sort would move every column of every row."""
+    if not columns or frame.height < 2:
+        return frame
+    in_order = pl.lit(True)
+    for col in reversed(columns):  # lexicographic: (a, b) >= previous (a, b)
+        c, prev = pl.col(col), pl.col(col).shift(1)
+        in_order = (c > prev) | ((c == prev) & in_order)
+    if frame.select(in_order.slice(1).all()).item():
+        return frame
+    return frame.sort(list(columns))

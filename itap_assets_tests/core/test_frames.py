@@ -1,0 +1,14 @@
+from datetime import date
+
+import polars as pl
+
+from itap_assets.core.frames import sorted_by
+
+D1, D2 = date(2026, 1, 1), date(2026, 1, 2)
+
+
+def test_sorted_by_orders_rows_lexicographically_and_keeps_sorted_frames():
+    rows = pl.DataFrame({"device_id": ["B", "A", "A", "B"], "day": [D1, D2, D1, D1], "ts": [2, 1, 5, 1]})
+    ordered = sorted_by(rows, ["device_id", "day", "ts"])
+    assert ordered.rows() == [("A", D1, 5), ("A", D2, 1), ("B", D1, 1), ("B", D1, 2)]
+    assert sorted_by(ordered, ["device_id", "day", "ts"]) is ordered
