@@ -114,8 +114,9 @@ def print_report(path: str) -> None:
                 "WHERE family_pct IS NOT NULL ORDER BY score DESC LIMIT 3"
             ):
                 print(f"  {dev} at {ts:%Y-%m-%d %H:%M:%S}  score {score:.2f}")
-                print("    families: " + ", ".join(f"{k} {v:.1f}%" for k, v in json.loads(fams).items()))
-                print("    top features: " + ", ".join(f"{k} {v:.1f}%" for k, v in json.loads(feats)))
+                shares = sorted(((v, k) for k, v in fams.items() if v), reverse=True)
+                print("    families: " + ", ".join(f"{k} {v:.1f}%" for v, k in shares))
+                print("    top features: " + ", ".join(f"{e['feature']} {e['pct']:.1f}%" for e in feats))
         if storage.table_exists(con, DB_SCHEMA, "detection_metrics"):
             print("\nQuality against the simulator's labels (training days left out):")
             for metric, value in rows(

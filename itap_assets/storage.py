@@ -218,17 +218,32 @@ def _replace(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.
                 con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM _itap_new").fetchall()
             else:
                 existing = _table_columns(con, schema, table)
-                new_cols = [c for c in frame.columns if c not in existing]
-                if new_cols:
-                    types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM _itap_new").fetchall()}
-                    for col in new_cols:
-                        con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{col}" {types[col]}')
+                types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM _itap_new").fetchall()}
+                _check_nested_types(existing, types, f"{schema}.{table}")
+                for col in [c for c in frame.columns if c not in existing]:
+                    con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{col}" {types[col]}')
                 con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _itap_new").fetchall()
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     return frame.height if frame is not None else 0
+
+
+def _is_nested(sql_type: str) -> bool:
+    return sql_type.startswith(("STRUCT(", "MAP(")) or sql_type.endswith("]")
+
+
+def _check_nested_types(existing: dict[str, str], new: dict[str, str], table: str) -> None:
+    """DuckDB would cast a struct or list into a text column (and back) without a word; refuse instead, so a table
+    written by an older layout is never filled with the text form of the new one."""
+    for col, sql_type in new.items():
+        old = existing.get(col)
+        if old is not None and old != sql_type and (_is_nested(old) or _is_nested(sql_type)):
+            raise StorageError(
+                f"table {table}: column {col} is {old} in the file but the new rows have {sql_type} (the table was "
+                f"written by another ITAP version or configuration): DROP TABLE {table} and materialize it again"
+            )
 
 
 def _batches(chunks: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:

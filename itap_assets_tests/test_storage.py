@@ -114,6 +114,21 @@ def test_new_columns_are_added_to_an_existing_table(tmp_path):
     assert storage.read_partitions(db, "main", "t", None).select("x", "y").row(0) == (2.0, 5)
 
 
+def test_nested_columns_round_trip_and_never_turn_into_text(tmp_path):
+    db = tmp_path / "t.duckdb"
+    shares = pl.Struct({"Vibration": pl.Float32, "RPM": pl.Float32})
+    rows = pl.DataFrame({"day": [D1], "device_id": ["A"], "family_pct": [{"Vibration": 70.0, "RPM": 30.0}],
+                         "top_features": [[{"feature": "vib_z", "pct": 60.0}]]}).cast({"family_pct": shares})
+    storage.replace_partitions(db, "main", "t", rows, None)
+    assert storage.read_partitions(db, "main", "t", None).equals(rows)
+    # given rows of an older layout, where the same column was JSON text
+    as_text = rows.with_columns(pl.col("family_pct").struct.json_encode())
+    # then the write is refused with what to do, and the table keeps its rows
+    with pytest.raises(storage.StorageError, match="column family_pct is STRUCT.*VARCHAR.*DROP TABLE main.t"):
+        storage.replace_partitions(db, "main", "t", as_text, None)
+    assert storage.read_partitions(db, "main", "t", None).equals(rows)
+
+
 def test_a_locked_file_is_waited_for_not_failed(tmp_path):
     db = tmp_path / "t.duckdb"
     holder = subprocess.Popen(

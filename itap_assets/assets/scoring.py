@@ -8,10 +8,17 @@ from itap_assets.assets.common import (
     day_device_asset, device_features, device_slices, keys_by_device, own_partitions,
 )
 from itap_assets.assets.metadata import markdown_table
-from itap_assets.core.explain import root_cause_family_map
+from itap_assets.core.explain import explained_families, root_cause_family_map
 from itap_assets.core.features import feature_registry
 from itap_assets.core.parallel import map_on_cores, ordered_map
-from itap_assets.core.scoring import EXPLANATIONS_SCHEMA, SCORES_SCHEMA, explain_device, latest_models, load_detector, score_device
+from itap_assets.core.scoring import (
+    SCORES_SCHEMA,
+    explain_device,
+    explanations_schema,
+    latest_models,
+    load_detector,
+    score_device,
+)
 from itap_assets.partitions import day_device_partitions, device_of_day
 from itap_assets.resources import ItapConfig, Warehouse, partition_keys_frame
 
@@ -86,7 +93,8 @@ def explanations(
     # Devices are independent and numpy/Polars release the GIL.
     parts = map_on_cores(lambda item: explain_device(item[1], load_detector(latest[item[0]]), families),
                          device_slices(rows))
-    out = own_partitions(context, pl.concat(parts)) if parts else pl.DataFrame(schema=EXPLANATIONS_SCHEMA)
+    out = own_partitions(context, pl.concat(parts)) if parts else \
+        pl.DataFrame(schema=explanations_schema(explained_families(list(families), families)))
     counts = out.group_by("top_family").len().sort("len", descending=True)
     context.add_output_metadata(
         {

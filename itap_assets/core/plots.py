@@ -4,7 +4,6 @@ families the flagged points were blamed on. PNG bytes out (matplotlib, no displa
 from __future__ import annotations
 
 import io
-import json
 
 import matplotlib
 
@@ -43,15 +42,12 @@ def device_day_png(scores: pl.DataFrame, explanations: pl.DataFrame, alerts: pl.
     top.set_title(title, fontsize=10)
     top.legend(loc="upper left", fontsize=7, ncols=3)
 
-    shares: dict[str, float] = {}
-    texts = explanations["family_pct"].drop_nulls().to_list()
-    for text in texts:
-        for family, pct in json.loads(text).items():
-            shares[family] = shares.get(family, 0.0) + pct / len(texts)
-    ordered = sorted(shares.items(), key=lambda kv: kv[1])
+    explained = explanations["family_pct"].drop_nulls()
+    means = explained.struct.unnest().mean().row(0, named=True) if explained.len() else {}
+    ordered = sorted(((k, v) for k, v in means.items() if v), key=lambda kv: kv[1])
     bottom.barh([k for k, _ in ordered], [v for _, v in ordered], color="#1f77b4")
     bottom.set_xlim(0, 100)
-    bottom.set_xlabel(f"mean attribution of {len(texts)} flagged points (%)")
+    bottom.set_xlabel(f"mean attribution of {explained.len()} flagged points (%)")
     bottom.tick_params(labelsize=7)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)

@@ -98,6 +98,8 @@ from pydantic import (
     model_validator,
 )
 
+from itap_assets.core.frames import sorted_by
+
 __all__ = [
     "ALERT_SCHEMA",
     "DEFAULT_FAMILIES",
@@ -773,7 +775,6 @@ def load_alert_rules(path: Path | str, known_families: Collection[str]) -> Alert
 
 _REQUIRED = {"ts", "device_id", "score", "is_anomaly"}
 _OPTIONAL = ("top_family", "family_pct", "top_features", "tag")
-_NON_FINITE = r"([:\[,]\s*)-?(?:NaN|Infinity)\b"  # Python's json.dumps writes NaN/Infinity; JSON has no such tokens
 
 
 def empty_alerts() -> pl.DataFrame:
@@ -791,8 +792,9 @@ def _prepare(points: pl.DataFrame) -> pl.DataFrame:
         raise ValueError(f"points is missing column(s) {sorted(missing)}; got {points.columns}")
     df = points.select(
         *(pl.col(c) for c in ("ts", "device_id", "score", "is_anomaly")),
-        *(pl.col(c) if c in points.columns else pl.lit(None, dtype=pl.Utf8).alias(c) for c in _OPTIONAL),
+        *(pl.col(c) if c in points.columns else pl.lit(None).alias(c) for c in _OPTIONAL),
     )
+    _check_explanation_types(df.schema)
     ts_dtype = df.schema["ts"]
     ts = pl.col("ts")
     if isinstance(ts_dtype, pl.Datetime) and ts_dtype.time_zone is not None:
@@ -802,38 +804,41 @@ def _prepare(points: pl.DataFrame) -> pl.DataFrame:
         pl.col("device_id").cast(pl.Utf8),
         pl.col("score").cast(pl.Float64).fill_nan(None),
         pl.col("is_anomaly").cast(pl.Boolean).fill_null(False),
-        pl.col("family_pct").cast(pl.Utf8),
-        pl.col("top_features").cast(pl.Utf8),
         _normalise_tag_expr(pl.col("tag")).alias("tag"),
     ).filter(pl.col("is_anomaly") & pl.col("ts").is_not_null() & pl.col("device_id").is_not_null())
-    # One event per device and timestamp; the sort makes the survivor independent of the input row order.
-    df = (
-        df.sort(
-            ["device_id", "ts", "score", "tag", "family_pct", "top_features"],
+    keys = ["device_id", "ts"]
+    if df.select(pl.struct(keys).is_duplicated().any()).item():
+        # One event per device and timestamp; the sort makes the survivor independent of the input row order.
+        df = df.sort(
+            [*keys, "score", "tag", "family_pct", "top_features"],
             descending=[False, False, True, False, False, False],
             nulls_last=True,
-        )
-        .unique(subset=["device_id", "ts"], keep="first", maintain_order=True)
-        .with_row_index("_i")
-    )
-    return df
+        ).unique(subset=keys, keep="first", maintain_order=True)
+    else:  # the usual case, and sorting by the nested columns costs more than the rest of the engine
+        df = sorted_by(df, keys)
+    return df.with_row_index("_i")
+
+
+def _check_explanation_types(schema: pl.Schema) -> None:
+    """``family_pct`` and ``top_features`` as ``explain_points`` writes them (or absent / all NULL)."""
+    families, features = schema["family_pct"], schema["top_features"]
+    if not isinstance(families, (pl.Struct, pl.Null)):
+        raise ValueError(f"family_pct must be a struct of family → percent (as explanations stores it), got {families}")
+    entry = features.inner if isinstance(features, pl.List) else None
+    if not isinstance(features, pl.Null) and not (
+        isinstance(entry, pl.Struct) and {"feature", "pct"} <= {f.name for f in entry.fields}
+    ):
+        raise ValueError(f"top_features must be a list of {{feature, pct}} (as explanations stores it), got {features}")
 
 
 def _family_columns(df: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
-    """Decode ``family_pct`` into one Float64 column per family seen (``_fam:<name>``); NaN/non-finite → null."""
-    if df.height == 0 or df["family_pct"].null_count() == df.height:
+    """One Float64 column per field of ``family_pct`` (``_fam:<name>``); NaN → null."""
+    if not isinstance(df.schema["family_pct"], pl.Struct) or df["family_pct"].null_count() == df.height:
         return df, []
-    cleaned = df["family_pct"].str.replace_all(_NON_FINITE, "${1}null")
-    try:
-        decoded = cleaned.str.json_decode(infer_schema_length=None)
-    except Exception as exc:  # polars raises ComputeError with the offending row
-        raise ValueError(f"family_pct is not a JSON object of family → percent: {exc}") from exc
-    if not isinstance(decoded.dtype, pl.Struct):
-        raise ValueError(f"family_pct must be a JSON object of family → percent, got {decoded.dtype}")
-    fields = [f.name for f in decoded.dtype.fields]
-    cols = decoded.struct.unnest()
+    fields = [f.name for f in df.schema["family_pct"].fields]
     out = df.with_columns(
-        cols[name].cast(pl.Float64, strict=False).fill_nan(None).alias(f"_fam:{name}") for name in fields
+        pl.col("family_pct").struct.field(name).cast(pl.Float64).fill_nan(None).alias(f"_fam:{name}")
+        for name in fields
     )
     return out, fields
 
@@ -924,8 +929,10 @@ def _assign(df: pl.DataFrame, config: AlertRulesConfig, families: list[str]) -> 
     )
 
 
-def _incidents(df: pl.DataFrame, config: AlertRulesConfig, families: list[str]) -> pl.DataFrame:
-    """Merge points of one device+rule into incidents and aggregate them (one row per incident)."""
+def _incidents(df: pl.DataFrame, config: AlertRulesConfig, families: list[str],
+               top_features: pl.DataFrame) -> pl.DataFrame:
+    """Merge points of one device+rule into incidents and aggregate them (one row per incident); `top_features`
+    holds the points' ``top_features`` by row index ``_i``."""
     gaps = {
         r.name: _us(max(config.defaults.merge_gap_minutes,
                         r.cooldown_minutes if r.cooldown_minutes is not None else config.defaults.cooldown_minutes))
@@ -970,24 +977,17 @@ def _incidents(df: pl.DataFrame, config: AlertRulesConfig, families: list[str]) 
         inc = inc.join(means, on="_inc", how="left")
 
     # Top features: mean percent per feature over the incident's points that carry a list, top N.
-    feats = df.filter(pl.col("top_features").is_not_null()).select(
-        "_inc",
-        pl.col("top_features").str.replace_all(_NON_FINITE, "${1}null").alias("_tf"),
-    )
+    feats = df.select("_i", "_inc").join(top_features, on="_i").drop("_i")
     feature_lists: dict[int, list[list[Any]]] = {}
     if feats.height:
         n_with = feats.group_by("_inc").agg(pl.len().alias("_n"))
-        try:
-            decoded = feats.with_columns(pl.col("_tf").str.json_decode(dtype=pl.List(pl.List(pl.Utf8))))
-        except Exception as exc:
-            raise ValueError(f"top_features is not a JSON list of [feature, percent]: {exc}") from exc
         ranked = (
-            decoded.explode("_tf", empty_as_null=True)
-            .filter(pl.col("_tf").list.len() >= 2)
+            feats.explode("top_features", empty_as_null=False)
             .select(
                 "_inc",
-                pl.col("_tf").list.get(0).alias("_feature"),
-                pl.col("_tf").list.get(1).cast(pl.Float64, strict=False).fill_nan(None).fill_null(0.0).alias("_pct"),
+                pl.col("top_features").struct.field("feature").alias("_feature"),
+                pl.col("top_features").struct.field("pct").cast(pl.Float64).fill_nan(None).fill_null(0.0)
+                .alias("_pct"),
             )
             .filter(pl.col("_feature").is_not_null())
             .group_by(["_inc", "_feature"])
@@ -1111,7 +1111,9 @@ def evaluate_alerts(
 ) -> pl.DataFrame:
     """Turn scored, explained telemetry points into routed incidents (see the module docstring for semantics).
 
-    ``points``: ts, device_id, score, is_anomaly (required), top_family, family_pct, top_features, tag (optional).
+    ``points``: ts, device_id, score, is_anomaly (required), top_family, family_pct, top_features, tag (optional);
+    ``family_pct`` (struct of family → percent) and ``top_features`` (list of ``{feature, pct}``) as the
+    explanations table stores them (``core.explain``)
     Only ``is_anomaly`` rows are used. Returns exactly :data:`ALERT_SCHEMA`, sorted by start_ts, device_id,
     rule_name, alert_id.
     """
@@ -1119,10 +1121,12 @@ def evaluate_alerts(
     if df.height == 0:
         return empty_alerts()
     df, families = _family_columns(df)
-    df = _assign(df, config, families)
+    # The nested columns stay out of the sorts and joins below: only each incident's top features need them.
+    top_features = df.select("_i", "top_features").filter(pl.col("top_features").is_not_null())
+    df = _assign(df.drop("family_pct", "top_features"), config, families)
     if df.height == 0:
         return empty_alerts()
-    alerts = _finalise(_incidents(df, config, families), config)
+    alerts = _finalise(_incidents(df, config, families, top_features), config)
     # Like Alertmanager's `for:`, an incident pages only once it holds min_events flagged points; smaller ones are
     # kept, marked, and do not inhibit others (an incident still growing at the end of a day can reach the
     # minimum when the next day is evaluated).

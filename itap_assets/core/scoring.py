@@ -15,7 +15,7 @@ import polars as pl
 
 from itap_assets.core.detector import Detector, fit_detector
 from itap_assets.core.drift import feature_profile
-from itap_assets.core.explain import EXPLAIN_SCHEMA, explain_points
+from itap_assets.core.explain import explain_points, explain_schema
 from itap_assets.core.thresholds import k_of_n_expr, pot_threshold_details, quantile_threshold
 from itap_assets.settings import ModelSettings
 
@@ -31,13 +31,10 @@ SCORES_SCHEMA = {
 }
 
 
-EXPLANATIONS_SCHEMA = {
-    "ts": pl.Datetime("us"),
-    "day": pl.Date,
-    "device_id": pl.String,
-    "score": pl.Float64,
-    **EXPLAIN_SCHEMA,
-}
+def explanations_schema(families: Sequence[str]) -> dict[str, pl.DataType]:
+    """Columns of the explanations table; `family_pct` has one field per family (`explained_families`)."""
+    return {"ts": pl.Datetime("us"), "day": pl.Date(), "device_id": pl.String(), "score": pl.Float64(),
+            **explain_schema(families)}
 
 
 class BaselineError(ValueError):
@@ -170,5 +167,4 @@ def explain_device(flagged: pl.DataFrame, det: Detector, feature_families: Mappi
     """Attribution of the model that flagged each point, as family percentages and top features."""
     names = det.feature_names
     attribution = det.attribution(feature_matrix(flagged, names)) if flagged.height else np.empty((0, len(names)))
-    return pl.concat([flagged.select("ts", "day", "device_id", "score"),
-                      explain_points(attribution, names, feature_families)], how="horizontal")
+    return flagged.select("ts", "day", "device_id", "score").hstack(explain_points(attribution, names, feature_families))

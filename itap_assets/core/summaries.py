@@ -40,29 +40,24 @@ def health_expr(flagged_share: pl.Expr, max_score: pl.Expr, threshold: pl.Expr) 
     return (100.0 - 50.0 * burden - 50.0 * excess.fill_null(0.0)).round(1)
 
 
-_NUMBER = r"-?[0-9.]+(?:[eE][-+]?[0-9]+)?"
-# family_pct is a JSON object {"Family": pct, ...}; top_features a JSON list [["feature", pct], ...].
-_PAIR = {False: rf'"([^"]+)"\s*:\s*({_NUMBER})', True: rf'\[\s*"([^"]+)"\s*,\s*({_NUMBER})\s*\]'}
-
-
-def _mean_json_shares(frame: pl.DataFrame, column: str, *, pairs: bool) -> pl.DataFrame:
-    """Mean percent per key over each device-day's explained points, from JSON objects or [key, pct] lists
-    (vectorised: a day of a large fleet has hundreds of thousands of explained points)."""
-    pattern = _PAIR[pairs]
-    long = (
-        frame.select("day", "device_id", pl.col(column).str.extract_all(pattern).alias("_kv"))
-        .explode("_kv")
-        .drop_nulls("_kv")
-        .select("day", "device_id", pl.col("_kv").str.extract_groups(pattern).struct.rename_fields(["key", "pct"]))
-        .unnest("_kv")
-        .with_columns(pl.col("pct").cast(pl.Float64))
-    )
-    counts = frame.group_by("day", "device_id").agg(pl.len().alias("n"))
+def _mean_shares(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Mean percent per key over each device-day's explained points (a point without the key counts as 0), from
+    ``family_pct`` (struct family → percent) or ``top_features`` (list of {feature, pct}); keys with no share are
+    left out. Long form: day, device_id, key, pct, largest first."""
+    keys = ["day", "device_id"]
+    if isinstance(frame.schema[column], pl.Struct):
+        long = frame.select(*keys, pl.col(column).struct.unnest()).unpivot(index=keys, variable_name="key",
+                                                                         value_name="pct")
+    else:
+        long = frame.select(*keys, column).explode(column, empty_as_null=False).select(
+            *keys, pl.col(column).struct.field("feature").alias("key"), pl.col(column).struct.field("pct"))
+    counts = frame.group_by(keys).agg(pl.len().alias("n"))
     return (
-        long.group_by("day", "device_id", "key").agg(pl.col("pct").sum())
-        .join(counts, on=["day", "device_id"])
+        long.group_by(*keys, "key").agg(pl.col("pct").cast(pl.Float64).sum())
+        .join(counts, on=keys)
         .with_columns((pl.col("pct") / pl.col("n")).round(2).alias("pct"))
-        .sort("day", "device_id", "pct", "key", descending=[False, False, True, False])
+        .filter(pl.col("pct") > 0)
+        .sort(*keys, "pct", "key", descending=[False, False, True, False])
     )
 
 
@@ -89,9 +84,9 @@ def device_day_summaries(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl
         pl.col("score").max().alias("max_score"),
         pl.col("threshold").last().alias("threshold"),
     )
-    families = _as_json(_mean_json_shares(explanations, "family_pct", pairs=False), "dominant_families", 3,
+    families = _as_json(_mean_shares(explanations, "family_pct"), "dominant_families", 3,
                         pairs=False).rename({"dominant_families_first": "dominant_family"})
-    features = _as_json(_mean_json_shares(explanations, "top_features", pairs=True), "top_features", 5,
+    features = _as_json(_mean_shares(explanations, "top_features"), "top_features", 5,
                         pairs=True).drop("top_features_first")
     out = (
         base.join(families, on=["day", "device_id"], how="left")

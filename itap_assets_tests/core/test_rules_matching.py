@@ -161,7 +161,7 @@ def test_multi_family_rule_does_not_match_when_one_family_is_below():
 
 
 def test_nan_percentage_is_not_dominant_and_is_left_out_of_families():
-    # given a point whose Vibration share is NaN (bare NaN token, as Python's json.dumps writes it)
+    # given a point whose Vibration share is NaN
     cfg = config(dominant("vib", "Vibration", min_percent=10), fallback(severity="INFO"))
     alerts = run(cfg, point(0, families={"Vibration": math.nan, "RPM": 40.0}))
     # then Vibration does not count and the families are renormalised over the finite values
@@ -394,6 +394,12 @@ def test_only_required_columns_are_needed():
     assert alerts.select("rule_name", "families", "top_features", "tag").rows() == [("unexplained", "{}", "[]", None)]
 
 
+def test_explanations_as_text_are_an_error_that_names_the_column():
+    points = frame(point(0)).with_columns(pl.col("family_pct").struct.json_encode())
+    with pytest.raises(ValueError, match="family_pct must be a struct"):
+        evaluate_alerts(points, config(fallback(severity="INFO")))
+
+
 def test_missing_required_column_is_an_error():
     with pytest.raises(ValueError, match="is_anomaly"):
         points = pl.DataFrame({"ts": [at(0)], "device_id": ["D"], "score": [1.0]})
@@ -418,8 +424,8 @@ def test_a_day_of_ten_second_points_for_many_devices_is_fast_and_gives_incidents
         score=pl.lit(2.0),
         is_anomaly=pl.col("minute").is_between(600, 659),
         top_family=pl.lit("Vibration"),
-        family_pct=pl.lit(json.dumps(VIB)),
-        top_features=pl.lit('[["vib_z", 60.0]]'),
+        family_pct=pl.lit(VIB),
+        top_features=pl.lit([{"feature": "vib_z", "pct": 60.0}]),
         tag=pl.lit(None, dtype=pl.Utf8),
     ).drop("minute")
     assert points.height == 20 * n

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,8 +22,7 @@ POINT_SCHEMA = {
     "score": pl.Float64,
     "is_anomaly": pl.Boolean,
     "top_family": pl.Utf8,
-    "family_pct": pl.Utf8,
-    "top_features": pl.Utf8,
+    "top_features": pl.List(pl.Struct({"feature": pl.Utf8, "pct": pl.Float64})),
     "tag": pl.Utf8,
 }
 
@@ -41,19 +39,16 @@ def point(
     device: str = "DEV-001",
     *,
     score: float | None = 2.0,
-    families: dict[str, float] | str | None = None,
+    families: dict[str, float] | None = None,
     features: list[list[Any]] | None = _UNSET,
     tag: str | None = None,
     flagged: bool = True,
 ) -> dict[str, Any]:
-    """One telemetry point; ``families`` is serialised with json.dumps (so NaN becomes the bare NaN token)."""
+    """One telemetry point; ``families`` become the ``family_pct`` struct and ``features`` ([feature, pct] pairs)
+    the ``top_features`` list, as the explanations table stores them."""
     ts = minute if isinstance(minute, datetime) else at(minute)
-    if isinstance(families, dict):
-        family_pct = json.dumps(families)
-        finite = {k: v for k, v in families.items() if v == v}
-        top_family = max(finite, key=finite.__getitem__) if finite else None
-    else:
-        family_pct, top_family = families, None
+    finite = {k: v for k, v in (families or {}).items() if v == v}
+    top_family = max(finite, key=finite.__getitem__) if finite else None
     if features is _UNSET:
         features = [[f"{top_family.lower()}_z", 60.0]] if top_family else None
     return {
@@ -62,14 +57,16 @@ def point(
         "score": score,
         "is_anomaly": flagged,
         "top_family": top_family if flagged else None,
-        "family_pct": family_pct if flagged else None,
-        "top_features": json.dumps(features) if features is not None and flagged else None,
+        "family_pct": families if flagged else None,
+        "top_features": [{"feature": f, "pct": p} for f, p in features] if features is not None and flagged else None,
         "tag": tag,
     }
 
 
 def frame(*points: dict[str, Any]) -> pl.DataFrame:
-    return pl.DataFrame(list(points), schema=POINT_SCHEMA)
+    """The points as a frame; ``family_pct`` has a field for every family any point names (missing: null)."""
+    families = dict.fromkeys(f for p in points for f in (p["family_pct"] or {}))
+    return pl.DataFrame(list(points), schema={**POINT_SCHEMA, "family_pct": pl.Struct(dict.fromkeys(families, pl.Float64))})
 
 
 def burst(name: str = "storm", n: int = 3, window: float = 5, **kw: Any) -> dict[str, Any]:

@@ -26,9 +26,22 @@ def explanations_fixture() -> pl.DataFrame:
         "ts": [datetime(2026, 1, 2, 0, 1), datetime(2026, 1, 2, 0, 2)],
         "day": [D2, D2],
         "device_id": ["DEV-A", "DEV-A"],
-        "family_pct": [json.dumps({"Vibration": 80.0, "RPM": 20.0}), json.dumps({"Vibration": 60.0, "Voltage": 40.0})],
-        "top_features": [json.dumps([["vib_std", 50.0], ["rpm_mean", 20.0]]), json.dumps([["vib_std", 30.0]])],
+        "family_pct": [{"Vibration": 80.0, "RPM": 20.0, "Voltage": 0.0}, {"Vibration": 60.0, "RPM": 0.0, "Voltage": 40.0}],
+        "top_features": [[{"feature": "vib_std", "pct": 50.0}, {"feature": "rpm_mean", "pct": 20.0}],
+                         [{"feature": "vib_std", "pct": 30.0}]],
     })
+
+
+def test_points_without_an_explanation_count_as_zero_share():
+    # given a third explained point with no attribution (NULL shares, no top features)
+    extra = explanations_fixture().head(1).with_columns(
+        pl.lit(datetime(2026, 1, 2, 0, 3)).alias("ts"), pl.lit(None).alias("family_pct"),
+        pl.lit([]).alias("top_features"))
+    out = device_day_summaries(scores_fixture(), pl.concat([explanations_fixture(), extra], how="vertical_relaxed"))
+    day2 = out.sort("day").row(1, named=True)
+    # then the means are over all three points
+    assert json.loads(day2["dominant_families"]) == {"Vibration": 46.67, "Voltage": 13.33, "RPM": 6.67}
+    assert json.loads(day2["top_features"]) == [["vib_std", 26.67], ["rpm_mean", 6.67]]
 
 
 def test_device_day_summary_matches_hand_computed_values():
