@@ -121,18 +121,21 @@ def partition_frame(days: Sequence[date] | None, devices: Sequence[str] | None) 
     return pl.DataFrame(columns).unique(maintain_order=True)
 
 
-def _check_rows_inside(obj: pl.DataFrame, keys: pl.DataFrame, table: str) -> None:
+def _keys_inside(obj: pl.DataFrame, keys: pl.DataFrame, table: str) -> pl.DataFrame:
+    """The partition keys of `obj`'s rows, checked to be among `keys`."""
     key_cols = keys.columns
     missing = [c for c in key_cols if c not in obj.columns]
     if missing:
         raise StorageError(f"table {table}: output lacks partition column(s) {missing}")
     if "day" in key_cols and obj.schema["day"] != pl.Date:
         raise StorageError(f"table {table}: column 'day' must be a Date, got {obj.schema['day']}")
-    stray = obj.select(key_cols).unique().join(keys, on=key_cols, how="anti")
+    own = obj.select(key_cols).unique()
+    stray = own.join(keys, on=key_cols, how="anti")
     if stray.height:
         raise StorageError(
             f"table {table}: output has rows for partitions outside this run's keys, e.g. {stray.row(0, named=True)}"
         )
+    return own
 
 
 @dataclass
@@ -163,6 +166,9 @@ def replace_partitions(
     with connect(path) as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         if isinstance(obj, pl.DataFrame):
+            check_columns(obj, table)
+            if keys is not None:
+                _keys_inside(obj, keys, table)
             rows = _replace(con, schema, table, obj, keys)
         else:
             rows = _replace_chunks(con, schema, table, obj, keys)
@@ -181,8 +187,8 @@ def _replace_chunks(con: duckdb.DuckDBPyConnection, schema: str, table: str, chu
     rows = 0
     written = keys.clear()
     for batch in _batches(chunks, WRITE_BATCH_ROWS):
-        _check_rows_inside(batch, keys, table)
-        batch_keys = batch.select(keys.columns).unique()
+        check_columns(batch, table)
+        batch_keys = _keys_inside(batch, keys, table)
         if batch_keys.join(written, on=keys.columns, how="semi").height:
             raise StorageError(f"table {table}: a partition spans two chunks (chunks must hold whole partitions)")
         rows += _replace(con, schema, table, batch, batch_keys)
@@ -195,13 +201,9 @@ def _replace_chunks(con: duckdb.DuckDBPyConnection, schema: str, table: str, chu
 
 def _replace(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame | None,
              keys: pl.DataFrame | None) -> int:
-    """One transaction: delete the partitions `keys` (every row when None), append `frame`, checked against
-    `keys` (the first frame creates the table; a new column is added)."""
+    """One transaction: delete the partitions `keys` (every row when None) and append `frame`, whose columns and
+    rows the caller checked (the first frame creates the table; a new column is added)."""
     qualified = f'"{schema}"."{table}"'
-    if frame is not None:
-        check_columns(frame, table)
-        if keys is not None:
-            _check_rows_inside(frame, keys, table)
     con.execute("BEGIN TRANSACTION")
     try:
         exists = table_exists(con, schema, table)

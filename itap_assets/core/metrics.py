@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
@@ -30,6 +30,7 @@ import polars as pl
 from sklearn import metrics as skm
 
 from itap_assets.core.frames import sorted_by
+from itap_assets.core.parallel import default_threads
 
 CRITICAL_FAULTS: tuple[str, ...] = ("bearing_wear", "overheat_drift", "power_spike")
 FAULT_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -186,7 +187,8 @@ def _roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
     return _f(skm.auc(fpr, tpr))
 
 
-def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray) -> dict:
+def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray, pool: Executor) -> dict:
+    """Point figures; the ranking metrics are submitted to `pool` (values are Futures until `_resolved`)."""
     has = ~np.isnan(score)
     neg = ~y
     p, r, f1, _ = skm.precision_recall_fscore_support(
@@ -203,10 +205,16 @@ def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray) -> dict:
         "f1": _f(f1) if (y.any() or flag.any()) else None,
         "false_alarm_rate": _f(flag[neg].mean()) if neg.any() else None,
         "missed_alarm_rate": _f(1.0 - flag[y].mean()) if y.any() else None,
-        "roc_auc": _roc_auc(y[has], score[has]),
-        "pr_auc": _safe(skm.average_precision_score, _labels(y[has]), score[has]) if two else None,
+        "roc_auc": pool.submit(_roc_auc, y[has], score[has]),
+        "pr_auc": pool.submit(_safe, skm.average_precision_score, _labels(y[has]), score[has]) if two else None,
         "unscored_rows": int((~has).sum()),
     }
+
+
+def _resolved(figures: dict) -> dict:
+    """`figures` with every Future replaced by its result (nested dicts included)."""
+    return {k: _resolved(v) if isinstance(v, dict) else v.result() if isinstance(v, Future) else v
+            for k, v in figures.items()}
 
 
 def post_fault_mask(frame: pl.DataFrame, grace_s: float) -> np.ndarray:
@@ -256,39 +264,41 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
     flag = ranked["is_anomaly"].to_numpy()
     score = ranked["score"].to_numpy().astype(np.float64)
     score = np.where(np.isfinite(score), score, np.nan)
-    overall = _point_block(y, flag, score)
-    overall["training_rows_excluded"] = n_train
+    # The ranking metrics (overall, per fault type, post-fault) are numpy passes that release the GIL: two at once.
+    with ThreadPoolExecutor(default_threads()) as pool:
+        overall = _point_block(y, flag, score, pool)
+        overall["training_rows_excluded"] = n_train
 
-    eps = episode_detection(scores)
-    overall.update(_episode_block(eps))
-    by_type: dict[str, dict] = {}
-    neg = ~y
-    for tag in sorted(t for t in df.filter(pl.col("_pos"))["fault_tag"].unique().to_list() if t is not None):
-        sel = (ranked["fault_tag"] == tag).fill_null(False).to_numpy() & y  # Polars, not an object-array compare
-        rows = (sel | neg) & ~np.isnan(score)
-        block = {
-            "points": int(sel.sum()),
-            "point_recall": _f(flag[sel].mean()) if sel.any() else None,
-            "roc_auc": _roc_auc(y[rows], score[rows]),
-        }
-        block.update(_episode_block(eps.filter(pl.col("fault_tag") == tag)))
-        by_type[tag] = block
-    crit = eps.filter(pl.col("fault_tag").is_in(list(CRITICAL_FAULTS)))
-    overall.update({f"critical_{k}": v for k, v in _episode_block(crit).items()})
-    if post_fault_grace_s is not None:
-        post = post_fault_mask(df, post_fault_grace_s)[order.to_numpy()]
-        keep = ~post
-        has = ~np.isnan(score)
-        overall.update(
-            {
-                "post_fault_grace_s": float(post_fault_grace_s),
-                "post_fault_rows": int(post.sum()),
-                "post_fault_flagged": int((post & flag).sum()),
-                "false_alarm_rate_excl_post_fault": _f(flag[neg & keep].mean()) if (neg & keep).any() else None,
-                "roc_auc_excl_post_fault": _roc_auc(y[keep & has], score[keep & has]),
+        eps = episode_detection(scores)
+        overall.update(_episode_block(eps))
+        by_type: dict[str, dict] = {}
+        neg = ~y
+        for tag in sorted(t for t in df.filter(pl.col("_pos"))["fault_tag"].unique().to_list() if t is not None):
+            sel = (ranked["fault_tag"] == tag).fill_null(False).to_numpy() & y  # Polars, not an object-array compare
+            rows = (sel | neg) & ~np.isnan(score)
+            block = {
+                "points": int(sel.sum()),
+                "point_recall": _f(flag[sel].mean()) if sel.any() else None,
+                "roc_auc": pool.submit(_roc_auc, y[rows], score[rows]),
             }
-        )
-    return {"overall": overall, "by_fault_type": by_type}
+            block.update(_episode_block(eps.filter(pl.col("fault_tag") == tag)))
+            by_type[tag] = block
+        crit = eps.filter(pl.col("fault_tag").is_in(list(CRITICAL_FAULTS)))
+        overall.update({f"critical_{k}": v for k, v in _episode_block(crit).items()})
+        if post_fault_grace_s is not None:
+            post = post_fault_mask(df, post_fault_grace_s)[order.to_numpy()]
+            keep = ~post
+            has = ~np.isnan(score)
+            overall.update(
+                {
+                    "post_fault_grace_s": float(post_fault_grace_s),
+                    "post_fault_rows": int(post.sum()),
+                    "post_fault_flagged": int((post & flag).sum()),
+                    "false_alarm_rate_excl_post_fault": _f(flag[neg & keep].mean()) if (neg & keep).any() else None,
+                    "roc_auc_excl_post_fault": pool.submit(_roc_auc, y[keep & has], score[keep & has]),
+                }
+            )
+        return _resolved({"overall": overall, "by_fault_type": by_type})
 
 
 def _episode_block(eps: pl.DataFrame) -> dict:
