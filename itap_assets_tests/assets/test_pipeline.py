@@ -129,6 +129,18 @@ def test_rematerializing_scoring_gives_the_same_alert_ids(built):
     assert built.sql("SELECT alert_id FROM itap.alerts ORDER BY alert_id").equals(before)
 
 
+def test_explanations_alone_are_rebuilt_from_the_same_scores_without_rewriting_them(built):
+    # given the stored scores and explanations of the whole run
+    scores_written = built.instance.get_latest_materialization_event(dg.AssetKey("scores")).timestamp
+    before = built.sql("SELECT * FROM itap.explanations ORDER BY device_id, ts")
+    # when only explanations are materialized again
+    built.materialize(all_assets, first=f"{DAYS[0]}|{DEVICES[0]}", last=f"{DAYS[-1]}|{DEVICES[-1]}",
+                      selection=["explanations"])
+    # then they equal the previous ones, and scores were not written
+    assert built.sql("SELECT * FROM itap.explanations ORDER BY device_id, ts").equals(before)
+    assert built.instance.get_latest_materialization_event(dg.AssetKey("scores")).timestamp == scores_written
+
+
 def test_an_identical_refit_keeps_the_version(built):
     before = built.sql("SELECT * EXCLUDE (model_blob) FROM itap.model ORDER BY device_id, version")
     built.materialize(all_assets, first=DEVICES[0], last=DEVICES[-1], selection=["model"])
