@@ -61,7 +61,8 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
     sensors = settings.sensor_families
     longest_window_s = max(window_us(w) for w in settings.features.windows) / 1e6
     labels = "v.fault_tag, v.fault_id"
-    sensor_cols = ", ".join(f'v."{s}"' for s in sensors)
+    # Sensor values only matter inside labelled episodes (which sensor a dropout hit): NULL elsewhere, not shipped.
+    sensor_cols = ", ".join(f'CASE WHEN v.fault_id IS NOT NULL THEN v."{s}" END AS "{s}"' for s in sensors)
     scored = warehouse.query(
         f"SELECT s.*, {labels}, {sensor_cols} FROM scores s JOIN validated v USING (device_id, day, ts)"
     )

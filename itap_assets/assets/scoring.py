@@ -118,5 +118,5 @@ def _explanations_metadata(out: pl.DataFrame) -> dict:
         "explained_points": out.height,
         "top_family_counts": dg.MetadataValue.json(dict(zip(counts["top_family"].cast(pl.String).fill_null("none"),
                                                             counts["len"]))),
-        "examples": dg.MetadataValue.md(markdown_table(out.sort("score", descending=True), limit=5)),
+        "examples": dg.MetadataValue.md(markdown_table(out.top_k(5, by="score"), limit=5)),
     }

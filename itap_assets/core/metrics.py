@@ -153,7 +153,10 @@ def _eval_rows(scores: pl.DataFrame) -> tuple[pl.DataFrame, int]:
 def episode_detection(scores: pl.DataFrame) -> pl.DataFrame:
     """One row per evaluated episode: ``device_id, fault_id, fault_tag, start_ts, end_ts, n_points, n_flagged,
     detected, first_flag_ts, delay_s`` (training rows left out)."""
-    df, _ = _eval_rows(scores)
+    return _episodes(_eval_rows(scores)[0])
+
+
+def _episodes(df: pl.DataFrame) -> pl.DataFrame:
     return (
         df.filter(pl.col("_pos"))
         .group_by("device_id", "fault_id")
@@ -269,7 +272,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
         overall = _point_block(y, flag, score, pool)
         overall["training_rows_excluded"] = n_train
 
-        eps = episode_detection(scores)
+        eps = _episodes(df)
         overall.update(_episode_block(eps))
         by_type: dict[str, dict] = {}
         neg = ~y
