@@ -95,6 +95,17 @@ def test_episode_metrics(frame):
     assert per["sensor_dropout"]["point_recall"] == pytest.approx(1 / 5)
 
 
+def test_post_fault_rows_are_found_per_device_whatever_the_row_order():
+    # given two devices whose rows interleave in time, each with an episode ending at a different time
+    t0 = datetime(2026, 1, 1)
+    rows = [("A", 0, "a1"), ("B", 0, None), ("A", 10, None), ("B", 10, "b1"), ("A", 20, None), ("B", 20, None),
+            ("B", 50, None), ("A", 50, None)]
+    frame = pl.DataFrame({"device_id": [r[0] for r in rows], "ts": [t0 + timedelta(seconds=r[1]) for r in rows],
+                          "fault_id": [r[2] for r in rows]})
+    # then a fault-free row counts when its own device's episode ended at most 25 s before it
+    assert post_fault_mask(frame, 25.0).tolist() == [False, False, True, False, True, True, False, False]
+
+
 def test_post_fault_grace_reports_extra_keys_only(frame):
     plain = detection_metrics(frame)["overall"]
     graced = detection_metrics(frame, post_fault_grace_s=30.0)["overall"]
