@@ -4,7 +4,8 @@
     python bench/pipeline.py quality [--seeds 7 8]
 
 Prints, per asset step, the time spent loading inputs, in the asset body and writing outputs, the step's peak
-RSS and how many cores it kept busy on average (CPU seconds / wall seconds); end to end: wall time, rows/s, peak RSS and Dagster overhead (run wall time minus the time inside steps).
+RSS and how many cores it kept busy on average (CPU seconds / wall seconds); end to end: wall time, rows/s, peak
+RSS and Dagster overhead (run wall time minus the time inside steps).
 Runs execute as a launched run does (`execute_job` with the project's in-process executor), not through
 `materialize`, which keeps every output in memory for tests. Then the predecessor-style reference on the same
 data in the same process (pandas row-window and rolling-FFT features + StandardScaler + IsolationForest, see
