@@ -121,8 +121,12 @@ def partition_frame(days: Sequence[date] | None, devices: Sequence[str] | None) 
     return pl.DataFrame(columns).unique(maintain_order=True)
 
 
-def _keys_inside(obj: pl.DataFrame, keys: pl.DataFrame, table: str) -> pl.DataFrame:
-    """The partition keys of `obj`'s rows, checked to be among `keys`."""
+def _checked_keys(obj: pl.DataFrame, keys: pl.DataFrame | None, table: str) -> pl.DataFrame | None:
+    """Check `obj` before it is written (its column names, and its rows' partitions among `keys`); return the
+    partition keys of its rows (None when the output is not partitioned)."""
+    check_columns(obj, table)
+    if keys is None:
+        return None
     key_cols = keys.columns
     missing = [c for c in key_cols if c not in obj.columns]
     if missing:
@@ -166,9 +170,7 @@ def replace_partitions(
     with connect(path) as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         if isinstance(obj, pl.DataFrame):
-            check_columns(obj, table)
-            if keys is not None:
-                _keys_inside(obj, keys, table)
+            _checked_keys(obj, keys, table)
             rows = _replace(con, schema, table, obj, keys)
         else:
             rows = _replace_chunks(con, schema, table, obj, keys)
@@ -187,8 +189,7 @@ def _replace_chunks(con: duckdb.DuckDBPyConnection, schema: str, table: str, chu
     rows = 0
     written = keys.clear()
     for batch in _batches(chunks, WRITE_BATCH_ROWS):
-        check_columns(batch, table)
-        batch_keys = _keys_inside(batch, keys, table)
+        batch_keys = _checked_keys(batch, keys, table)
         if batch_keys.join(written, on=keys.columns, how="semi").height:
             raise StorageError(f"table {table}: a partition spans two chunks (chunks must hold whole partitions)")
         rows += _replace(con, schema, table, batch, batch_keys)

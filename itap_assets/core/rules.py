@@ -1113,7 +1113,7 @@ def evaluate_alerts(
 
     ``points``: ts, device_id, score, is_anomaly (required), top_family, family_pct, top_features, tag (optional);
     ``family_pct`` (struct of family → percent) and ``top_features`` (list of ``{feature, pct}``) as the
-    explanations table stores them (``core.explain``)
+    explanations table stores them (``core.explain``).
     Only ``is_anomaly`` rows are used. Returns exactly :data:`ALERT_SCHEMA`, sorted by start_ts, device_id,
     rule_name, alert_id.
     """
