@@ -127,7 +127,7 @@ class WarehouseSession:
               ) -> pl.DataFrame:
         for name, frame in (frames or {}).items():
             self.con.register(storage.check_identifier(name), frame)
-        return self.con.sql(sql, params=params or None).pl()
+        return storage.frame_of(self.con.sql(sql, params=params or None))
 
 
 class ItapConfig(dg.ConfigurableResource):
