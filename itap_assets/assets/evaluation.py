@@ -60,11 +60,12 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
     settings = itap_config.settings
     sensors = settings.sensor_families
     longest_window_s = max(window_us(w) for w in settings.features.windows) / 1e6
-    labels = "v.fault_tag, v.fault_id"
-    # Sensor values only matter inside labelled episodes (which sensor a dropout hit): NULL elsewhere, not shipped.
-    sensor_cols = ", ".join(f'CASE WHEN v.fault_id IS NOT NULL THEN v."{s}" END AS "{s}"' for s in sensors)
+    # Every scored row comes from a validated row; only the labelled ones (a tenth of a fleet's rows) are joined,
+    # the rest get NULL labels. Sensor values only matter inside labelled episodes (which sensor a dropout hit).
+    labelled = ", ".join(["device_id", "day", "ts", "fault_tag", "fault_id", *(f'"{s}"' for s in sensors)])
     scored = warehouse.query(
-        f"SELECT s.*, {labels}, {sensor_cols} FROM scores s JOIN validated v USING (device_id, day, ts)"
+        f"SELECT s.*, v.* EXCLUDE (device_id, day, ts) FROM scores s LEFT JOIN (SELECT {labelled} FROM validated"
+        " WHERE fault_id IS NOT NULL) v USING (device_id, day, ts)"
     )
     if scored["fault_id"].null_count() == scored.height:
         context.log.info("no labelled rows: nothing to evaluate")
