@@ -24,12 +24,18 @@ ALERT_COLUMNS = [
 def rule_points(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl.DataFrame:
     """What the rule engine reads: each point's score relative to its threshold (1.0 = at the threshold) and,
     for flagged points, the explanation. Ground-truth labels never reach the rules."""
-    return scores.select(
+    flagged = scores.select(
         "ts", "device_id", (pl.col("score") / pl.col("threshold")).alias("score"), "is_anomaly"
-    ).filter("is_anomaly").join(
-        explanations.select("ts", "device_id", "top_family", "family_pct", "top_features"),
-        on=["device_id", "ts"], how="left",
-    ).with_columns(pl.lit(None, dtype=pl.String).alias("tag"))
+    ).filter("is_anomaly")
+    explained = explanations.select("ts", "device_id", "top_family", "family_pct", "top_features")
+    keys = ["ts", "device_id"]
+    if explained.select(keys).equals(flagged.select(keys)):
+        # Scoring explains exactly the flagged points, stored in the same order: side by side, no join of the
+        # nested columns.
+        points = flagged.hstack(explained.drop(keys))
+    else:
+        points = flagged.join(explained, on=keys, how="left")
+    return points.with_columns(pl.lit(None, dtype=pl.String).alias("tag"))
 
 
 def device_day_plots(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
