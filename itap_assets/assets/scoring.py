@@ -11,10 +11,10 @@ from itap_assets.core.features import feature_registry
 from itap_assets.core.parallel import blas_single_thread, default_threads, ordered_map
 from itap_assets.core.scoring import (
     SCORES_SCHEMA,
-    explain_device,
     explanations_schema,
     latest_models,
     load_detector,
+    score_and_explain_device,
     score_device,
 )
 from itap_assets.partitions import day_device_partitions, device_of_day
@@ -71,11 +71,9 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
     def score_and_explain(item: tuple[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         device, rows = item
         detector = load_detector(latest[device])
-        points = score_device(rows, latest[device], detector)
         if not explain:
-            return points, None
-        flagged = rows.with_columns(points["score"]).filter(points["is_anomaly"])
-        return points, explain_device(flagged, detector, families)
+            return score_device(rows, latest[device], detector), None
+        return score_and_explain_device(rows, latest[device], detector, families)
 
     scored, explained = [], []
     with warehouse.session() as session, blas_single_thread():

@@ -77,7 +77,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from scipy import sparse
@@ -85,6 +85,8 @@ from sklearn.ensemble import IsolationForest
 
 from itap_assets.core.parallel import blas_single_thread, default_threads
 from itap_assets.core.thresholds import fit_gpd_tail
+
+T = TypeVar("T")
 
 DetectorKind = Literal["iforest", "pca", "ensemble"]
 KINDS: tuple[str, ...] = ("iforest", "pca", "ensemble")
@@ -137,6 +139,22 @@ class _Batch:
 
 
 @dataclass
+class Scored:
+    """Rows as a detector saw them (``Detector.scored``): what attributing them needs, so flagged rows are not
+    transformed and calibrated a second time."""
+
+    batch: _Batch
+    calibrated: np.ndarray  # (n, n_statistics), `Detector.statistics` order
+
+    @property
+    def score(self) -> np.ndarray:
+        return self.calibrated.max(axis=1)
+
+    def take(self, rows: np.ndarray) -> Scored:
+        return Scored(_Batch(self.batch.z[rows], self.batch.ev[rows]), self.calibrated[rows])
+
+
+@dataclass
 class _Preprocessor:
     kept: np.ndarray  # int64 indices of the continuous features (PCA / IsolationForest input)
     fill: np.ndarray  # float32 training median per kept feature
@@ -164,16 +182,19 @@ class _Preprocessor:
         n, p = x.shape
         finite = np.isfinite(x)
         n_finite = finite.sum(axis=0)
-        xs = np.where(finite, x, np.nan)
+        ordered = np.ascontiguousarray(np.where(finite, x, np.nan).T)
+        ordered.sort(axis=1)  # each feature's values in order, missing (NaN) last: one sort for all features
         med = np.zeros(p, dtype=np.float64)
         lo = np.zeros(p, dtype=np.float64)
         hi = np.zeros(p, dtype=np.float64)
         mode_share = np.zeros(p, dtype=np.float64)
         for j in range(p):
-            col = np.sort(xs[:, j][finite[:, j]].astype(np.float64))
+            col = ordered[j, : n_finite[j]]
             if col.size == 0:
                 continue
-            med[j], lo[j], hi[j] = np.median(col), col[0], col[-1]
+            h = col.size // 2
+            med[j] = col[h] if col.size % 2 else (float(col[h - 1]) + float(col[h])) / 2  # as np.median
+            lo[j], hi[j] = col[0], col[-1]
             starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
             mode_share[j] = np.diff(np.r_[starts, col.size]).max() / n
         varying = (n_finite > 0) & (hi > lo)
@@ -214,8 +235,9 @@ class _Preprocessor:
             zfill = (self.fill - self.center) / self.scale
             np.copyto(z, np.broadcast_to(zfill, z.shape), where=nan)
         if self.clip_z is not None:
-            np.clip(z, -self.clip_z, self.clip_z, out=z)
-        np.nan_to_num(z, copy=False, posinf=self.clip_z or 1e6, neginf=-(self.clip_z or 1e6))
+            np.clip(z, -self.clip_z, self.clip_z, out=z)  # also bounds +-inf
+        else:
+            np.nan_to_num(z, copy=False, posinf=1e6, neginf=-1e6)
         return z
 
     def events(self, x: np.ndarray) -> np.ndarray:
@@ -559,17 +581,18 @@ class Detector:
             raise ValueError(f"expected an (n, {len(self.feature_names)}) matrix, got shape {x.shape}")
         return x
 
-    def _map_chunks(self, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n_threads: int | None) -> np.ndarray:
+    def _chunks(self, fn: Callable[[np.ndarray], T], x: np.ndarray, n_threads: int | None) -> list[T]:
         n = x.shape[0]
         step = self.config.chunk_rows
         threads = n_threads or self.config.n_threads
         slices = [slice(i, min(i + step, n)) for i in range(0, n, step)]
         if threads <= 1 or len(slices) <= 1:
-            parts = [fn(x[s]) for s in slices]
-        else:
-            with blas_single_thread(), ThreadPoolExecutor(threads) as pool:
-                parts = list(pool.map(lambda s: fn(x[s]), slices))
-        return np.concatenate(parts, axis=0)
+            return [fn(x[s]) for s in slices]
+        with blas_single_thread(), ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda s: fn(x[s]), slices))
+
+    def _map_chunks(self, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, n_threads: int | None) -> np.ndarray:
+        return np.concatenate(self._chunks(fn, x, n_threads), axis=0)
 
     @staticmethod
     def _input(comp, batch: _Batch) -> np.ndarray:
@@ -604,6 +627,20 @@ class Detector:
             return np.empty(0)
         return self._map_chunks(lambda xs: self._calibrated(self.prep.transform(xs)).max(axis=1), x, n_threads)
 
+    def scored(self, x: np.ndarray, n_threads: int | None = None) -> Scored:
+        """``score`` that keeps the transformed rows and per-statistic scores, for ``attribution_of`` some of them."""
+        x = self._check(x)
+        if x.shape[0] == 0:
+            return Scored(self.prep.transform(x), np.empty((0, len(self.statistics))))
+
+        def one(xs: np.ndarray) -> Scored:
+            batch = self.prep.transform(xs)
+            return Scored(batch, self._calibrated(batch))
+
+        parts = self._chunks(one, x, n_threads)
+        return Scored(_Batch(np.concatenate([p.batch.z for p in parts]), np.concatenate([p.batch.ev for p in parts])),
+                      np.concatenate([p.calibrated for p in parts]))
+
     # -- attribution -----------------------------------------------------------------------------------------
 
     def _columns(self, comp) -> np.ndarray:
@@ -612,15 +649,17 @@ class Detector:
     def attribution(self, x: np.ndarray) -> np.ndarray:
         """(n, p) non-negative per-feature contributions of the component that scored each row (see module doc),
         rescaled so each row sums to its calibrated score. Features no component uses get 0."""
-        x = self._check(x)
-        out = np.zeros((x.shape[0], len(self.feature_names)), dtype=np.float64)
-        if x.shape[0] == 0:
+        return self.attribution_of(self.scored(self._check(x)))
+
+    def attribution_of(self, scored: Scored) -> np.ndarray:
+        """``attribution`` of rows already scored."""
+        batch, cal = scored.batch, scored.calibrated
+        out = np.zeros((cal.shape[0], len(self.feature_names)), dtype=np.float64)
+        if cal.shape[0] == 0:
             return out
-        batch = self.prep.transform(x)
-        cal = self._calibrated(batch)
         best = cal.max(axis=1)
         order = np.argsort(-cal, axis=1, kind="stable")
-        done = np.zeros(x.shape[0], dtype=bool)
+        done = np.zeros(cal.shape[0], dtype=bool)
         stats = self.statistics
         for rank in range(len(stats)):
             for k, (ci, si, _) in enumerate(stats):

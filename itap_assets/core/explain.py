@@ -123,8 +123,7 @@ def explain_points(
     a = np.where(np.isfinite(a) & (a > 0), a, 0.0)
     total = a.sum(axis=1)
     ok = total > 0
-    pct = np.zeros_like(a)
-    pct[ok] = a[ok] / total[ok, None] * 100.0
+    pct = a * (100.0 / np.where(ok, total, 1.0))[:, None]  # rows without attribution stay all zero
 
     fidx = np.array([families.index(feature_families.get(f, OTHER_FAMILY)) for f in feature_names], dtype=np.int64)
     onehot = np.zeros((p, len(families)))
@@ -133,11 +132,14 @@ def explain_points(
     top_fam = np.argmax(shares, axis=1)  # first maximum: mapping order breaks ties
     rounded = np.round(shares, decimals).astype(np.float32)
     family_pct = pl.DataFrame({f: rounded[:, j] for j, f in enumerate(families)}).to_struct("family_pct")
-    return pl.DataFrame({
+    out = pl.DataFrame({
         "top_family": pl.Series(families, dtype=pl.String)[top_fam],
         "family_pct": family_pct,
         "top_features": _top_features(pct, list(feature_names), min(top_k, p), decimals),
-    }).with_columns(pl.when(pl.Series(ok)).then(pl.all()).otherwise(None)).cast(schema)
+    })
+    if not ok.all():
+        out = out.with_columns(pl.when(pl.Series(ok)).then(pl.all()).otherwise(None))
+    return out if out.schema == schema else out.cast(schema)
 
 
 def _top_features(pct: np.ndarray, names: list[str], k: int, decimals: int) -> pl.Series:

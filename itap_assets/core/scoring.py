@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import numpy as np
 import polars as pl
 
-from itap_assets.core.detector import Detector, fit_detector
+from itap_assets.core.detector import Detector, Scored, fit_detector
 from itap_assets.core.drift import feature_profile
 from itap_assets.core.explain import explain_points, explain_schema
 from itap_assets.core.thresholds import k_of_n_expr, pot_threshold_details, quantile_threshold
@@ -142,16 +142,31 @@ def score_device(features: pl.DataFrame, record: Mapping, det: Detector) -> pl.D
     Warm-up rows (less history than the longest window) are scored but never flagged. Smoothing (k of the last n
     points) runs over the rows given, so a multi-day run is continuous and a single-day run restarts at midnight.
     """
+    return _scored_points(features, record, det)[0]
+
+
+def score_and_explain_device(features: pl.DataFrame, record: Mapping, det: Detector,
+                             feature_families: Mapping[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``score_device`` and the explanation of every flagged point (the attribution of the model that flagged it,
+    as family percentages and top features), from one pass of the detector over the rows."""
+    points, scored = _scored_points(features, record, det)
+    flagged = points["is_anomaly"]
+    attribution = det.attribution_of(scored.take(np.flatnonzero(flagged.to_numpy())))
+    explained = points.filter(flagged).select("ts", "day", "device_id", "score")
+    return points, explained.hstack(explain_points(attribution, det.feature_names, feature_families))
+
+
+def _scored_points(features: pl.DataFrame, record: Mapping, det: Detector) -> tuple[pl.DataFrame, Scored]:
     device = record["device_id"]
     if features.height and (features["device_id"] != device).any():
         raise ValueError(f"model of {device} was asked to score rows of another device")
-    names = json.loads(record["feature_list"])
-    score = det.score(feature_matrix(features, names)) if features.height else np.empty(0)
+    scored = det.scored(feature_matrix(features, json.loads(record["feature_list"])))
+    score = scored.score
     threshold = float(record["threshold"])
     smoothing = json.loads(record["smoothing"])
     raw_flag = pl.lit(pl.Series(score > threshold)) & ~pl.col("warmup")
     flag = k_of_n_expr(raw_flag, smoothing["k"], smoothing["n"], by=None) if smoothing else raw_flag
-    return features.select(
+    points = features.select(
         "ts",
         "day",
         "device_id",
@@ -161,10 +176,4 @@ def score_device(features: pl.DataFrame, record: Mapping, det: Detector) -> pl.D
         pl.col("ts").is_between(record["training_start"], record["training_end"]).alias("in_training"),
         pl.lit(record["version"], dtype=pl.Int64).alias("model_version"),
     )
-
-
-def explain_device(flagged: pl.DataFrame, det: Detector, feature_families: Mapping[str, str]) -> pl.DataFrame:
-    """Attribution of the model that flagged each point, as family percentages and top features."""
-    names = det.feature_names
-    attribution = det.attribution(feature_matrix(flagged, names)) if flagged.height else np.empty((0, len(names)))
-    return flagged.select("ts", "day", "device_id", "score").hstack(explain_points(attribution, names, feature_families))
+    return points, scored

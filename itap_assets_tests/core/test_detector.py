@@ -63,6 +63,14 @@ def test_attribution_follows_the_injected_feature(fitted, data):
     assert a[:, NAMES.index("flat")].max() == 0.0  # constant in training and unchanged
 
 
+def test_rows_scored_once_are_attributed_without_scoring_them_again(fitted, data):
+    _, test, _ = data
+    scored = fitted.scored(test)
+    np.testing.assert_array_equal(scored.score, fitted.score(test))
+    rows = np.flatnonzero(scored.score > np.quantile(scored.score, 0.9))
+    np.testing.assert_array_equal(fitted.attribution_of(scored.take(rows)), fitted.attribution(test[rows]))
+
+
 def test_baseline_is_calibrated_per_device(data):
     train, _, _ = data
     det = fit_detector(train, NAMES, kind="pca", calibration_folds=1)

@@ -6,7 +6,7 @@ import pytest
 
 from itap_assets.core.explain import root_cause_family_map
 from itap_assets.core.features import device_day_features, feature_registry
-from itap_assets.core.scoring import explain_device, fit_device_model, model_record, score_device
+from itap_assets.core.scoring import fit_device_model, model_record, score_and_explain_device, score_device
 from itap_assets.core.simulator import simulate_fleet
 from itap_assets.settings import ModelSettings, SimulationSettings
 
@@ -31,12 +31,14 @@ def test_an_anomaly_injected_into_one_sensor_is_blamed_on_its_family(sensor, shi
     train = feats.filter((pl.col("day") != day2) & (pl.col("state") != "MAINT") & ~pl.col("warmup"))
     det, threshold = fit_device_model("DEV-0001", train, names, model)
     record = model_record("DEV-0001", 1, det, threshold, train, model)
-    scored = score_device(feats, record, det)
+    scored, explained = score_and_explain_device(feats, record, det,
+                                                 root_cause_family_map(feature_registry(FAMILIES), FAMILIES))
+    assert scored.equals(score_device(feats, record, det))
     flagged = scored.with_columns(injected.select(window.alias("injected"))).filter("is_anomaly")
     assert flagged.height > 0
     assert flagged["injected"].mean() > 0.5  # most flags are the injected stretch
-    rows = feats.join(flagged.filter("injected").select("ts", "score"), on="ts")
-    explained = explain_device(rows, det, root_cause_family_map(feature_registry(FAMILIES), FAMILIES))
+    assert explained.select("ts", "score").equals(flagged.select("ts", "score"))  # every flagged point, explained
+    explained = explained.join(flagged.filter("injected").select("ts"), on="ts")
     # The blamed family is the injected sensor's for the clear majority of points (a step in one sensor also
     # breaks its correlation with a physically coupled one, e.g. temperature with current, which takes a share).
     counts = explained["top_family"].value_counts(sort=True)
