@@ -32,29 +32,31 @@ def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], 
     select = ", ".join(f'f."{c}"' for c in ["ts", "day", "device_id", "state", *columns])
     eligible = ["f.state <> 'MAINT'", "NOT f.warmup"]
     params: list = []
+    frames = {"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})}
     join = "JOIN _devices USING (device_id)"
     if tr.exclude_labelled_faults:
         join += " LEFT JOIN validated v ON v.device_id = f.device_id AND v.ts = f.ts AND v.day = f.day"
         eligible.append("v.fault_tag IS NULL")
     where = list(eligible)
-    if tr.first_days is not None:
-        join += (" JOIN (SELECT device_id, min(day) AS first_day FROM features JOIN _devices USING (device_id)"
-                 " GROUP BY device_id) w USING (device_id)")
-        where.append(f"f.day < w.first_day + INTERVAL {int(tr.first_days)} DAY")
-    elif tr.start is not None:
+    if tr.start is not None:
         where.append("f.ts >= ? AND f.ts < ?")
         params += [tr.start, tr.end]
     else:
-        # The N-th eligible timestamp per device, found on two narrow columns before any wide row is read.
-        join += (
-            " JOIN (SELECT device_id, max(ts) AS last_ts FROM (SELECT f.device_id, f.ts, row_number() OVER "
-            f"(PARTITION BY f.device_id ORDER BY f.ts) AS n FROM features f {join} WHERE {' AND '.join(eligible)})"
-            f" WHERE n <= {int(tr.first_samples)} GROUP BY device_id) c USING (device_id)"
-        )
-        where.append("f.ts <= c.last_ts")
+        # Each device's window end, found on narrow columns first. The constant bound on the latest end lets DuckDB
+        # skip the later row groups before any wide row is read (a join condition alone would not).
+        if tr.first_days is not None:  # whole days from the device's first day
+            column, op, end = "f.day", "<", f"min(f.day) + INTERVAL {int(tr.first_days)} DAY"
+            source = "features f JOIN _devices USING (device_id)"
+        else:  # up to its N-th eligible sample (DuckDB's min(x, n) lists the n smallest values)
+            column, op, end = "f.ts", "<=", f"list_last(min(f.ts, {int(tr.first_samples)}))"
+            source = f"features f {join} WHERE {' AND '.join(eligible)}"
+        frames["_ends"] = warehouse.query(f"SELECT f.device_id, {end} AS window_end FROM {source} GROUP BY f.device_id",
+                                          frames=frames)
+        join += " JOIN _ends e USING (device_id)"
+        where += [f"{column} {op} e.window_end", f"{column} {op} ?"]
+        params.append(frames["_ends"]["window_end"].max())
     return sorted_by(warehouse.query(
-        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)}",
-        params, frames={"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})},
+        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)}", params, frames=frames,
     ), ["device_id", "ts"])
 
 

@@ -8,8 +8,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from itap_assets.assets.model import training_rows
 from itap_assets.core.scoring import BaselineError, score_device
 from itap_assets.definitions import all_assets
+from itap_assets.settings import TrainingWindow
 from itap_assets_tests.conftest import Pipeline, run_graph, write_config
 
 DEVICES = ["DEV-0001", "DEV-0002", "DEV-0003"]
@@ -49,6 +51,28 @@ def test_every_point_is_scored_once_with_training_rows_marked(built):
     in_training_days = scores.filter("in_training")["day"].cast(pl.String).unique().to_list()
     assert in_training_days == [DAYS[0]]
     assert (scores["model_version"] == 1).all()
+
+
+@pytest.mark.parametrize("window", [{"first_days": 1}, {"first_samples": 2000},
+                                    {"first_samples": 2000, "exclude_labelled_faults": True}])
+def test_training_rows_are_each_devices_window_and_nothing_else(built, window):
+    settings = built.settings
+    settings = settings.model_copy(update={"model": settings.model.model_copy(
+        update={"training": TrainingWindow(**window)})})
+    names = ["temp_c__mean_1m", "rpm__mean_1m"]
+    got = training_rows(built.resources()["warehouse"], settings, DEVICES[:2], names)
+    eligible = (built.table("features").join(built.table("validated").select("device_id", "ts", "fault_tag"),
+                                             on=["device_id", "ts"])
+                .filter((pl.col("state") != "MAINT") & ~pl.col("warmup") & pl.col("device_id").is_in(DEVICES[:2]))
+                .sort("device_id", "ts"))
+    first_n = pl.col("ts").rank("ordinal").over("device_id") <= 2000  # beyond day 1: faults are labelled there
+    if window.get("exclude_labelled_faults"):
+        assert eligible.filter(first_n)["fault_tag"].is_not_null().any()
+        eligible = eligible.filter(pl.col("fault_tag").is_null())
+    expected = eligible.filter(pl.col("day").cast(pl.String) == DAYS[0]) if "first_days" in window else \
+        eligible.filter(first_n)
+    assert got.columns == ["ts", "day", "device_id", "state", *names]
+    assert got.select("device_id", "ts", *names).equals(expected.select("device_id", "ts", *names))
 
 
 def test_each_device_is_scored_by_its_own_model(built):
