@@ -63,4 +63,6 @@ def device_features(session: WarehouseSession, device_keys: pl.DataFrame,
         f"SELECT {select} FROM features WHERE device_id = ? AND day BETWEEN ? AND ?",
         [device_keys["device_id"][0], device_keys["day"].min(), device_keys["day"].max()],
     )
+    # The join also copies the rows out of the Arrow batch DuckDB returned: any column kept from it (scores keep
+    # `ts`) would hold the whole batch, all features of the device, until the step ends.
     return sorted_by(rows, ["ts"]).join(device_keys, on=["day", "device_id"], how="semi")

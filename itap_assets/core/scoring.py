@@ -43,7 +43,7 @@ class BaselineError(ValueError):
 
 def feature_matrix(frame: pl.DataFrame, names: Sequence[str]) -> np.ndarray:
     """float32 matrix in `names` order; NULL becomes NaN (the detector imputes it)."""
-    return frame.select(pl.col(n).cast(pl.Float32).fill_null(float("nan")) for n in names).to_numpy()
+    return frame.select(pl.col(n).cast(pl.Float32) for n in names).to_numpy()  # to_numpy turns NULL into NaN
 
 
 def fit_device_model(
