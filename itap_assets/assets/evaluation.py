@@ -71,12 +71,12 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
         context.log.info("no labelled rows: nothing to evaluate")
         return pl.DataFrame(schema={"metric": pl.String, "scope": pl.String, "value": pl.Float64,
                                     "computed_at": pl.Datetime("us")})
-    # The flagged points' labels come from `scored`, already in memory (a second 3-way join in DuckDB costs more);
-    # only flagged points are explained.
+    # Root cause is judged on flagged, labelled points by their top family alone: the nested attribution columns
+    # are not read. The labels come from `scored`, already in memory (a second 3-way join in DuckDB costs more).
     keys = ["device_id", "day", "ts"]
-    explained = warehouse.query("SELECT * FROM explanations").join(
-        scored.filter("is_anomaly").select(*keys, "in_training", "is_anomaly", "fault_tag", "fault_id"), on=keys,
-        how="inner")
+    labelled_flags = scored.filter(pl.col("is_anomaly") & pl.col("fault_id").is_not_null())
+    explained = warehouse.query("SELECT device_id, day, ts, top_family FROM explanations").join(
+        labelled_flags.select(*keys, "in_training", "is_anomaly", "fault_tag", "fault_id"), on=keys, how="inner")
     alert_rows = warehouse.query("SELECT * FROM v_alerts") if warehouse.has_table("v_alerts") else \
         warehouse.query("SELECT * FROM alerts")
     out = evaluate(scored, explained, alert_rows, sensors, longest_window_s).with_columns(

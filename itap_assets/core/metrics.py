@@ -190,6 +190,12 @@ def _roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
     return _f(skm.auc(fpr, tpr))
 
 
+def _roc_auc_of(y: np.ndarray, score: np.ndarray, rows: np.ndarray) -> float | None:
+    """`_roc_auc` of the selected rows, selected on the pool's thread (the copies of millions of rows run in
+    parallel too)."""
+    return _roc_auc(y[rows], score[rows])
+
+
 def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray, pool: Executor) -> dict:
     """Point figures; the ranking metrics are submitted to `pool` (values are Futures until `_resolved`)."""
     has = ~np.isnan(score)
@@ -208,7 +214,7 @@ def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray, pool: Execu
         "f1": _f(f1) if (y.any() or flag.any()) else None,
         "false_alarm_rate": _f(flag[neg].mean()) if neg.any() else None,
         "missed_alarm_rate": _f(1.0 - flag[y].mean()) if y.any() else None,
-        "roc_auc": pool.submit(_roc_auc, y[has], score[has]),
+        "roc_auc": pool.submit(_roc_auc_of, y, score, has),
         "pr_auc": pool.submit(_safe, skm.average_precision_score, _labels(y[has]), score[has]) if two else None,
         "unscored_rows": int((~has).sum()),
     }
@@ -284,7 +290,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
             block = {
                 "points": int(sel.sum()),
                 "point_recall": _f(flag[sel].mean()) if sel.any() else None,
-                "roc_auc": pool.submit(_roc_auc, y[rows], score[rows]),
+                "roc_auc": pool.submit(_roc_auc_of, y, score, rows),
             }
             block.update(_episode_block(eps.filter(pl.col("fault_tag") == tag)))
             by_type[tag] = block
@@ -300,7 +306,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
                     "post_fault_rows": int(post.sum()),
                     "post_fault_flagged": int((post & flag).sum()),
                     "false_alarm_rate_excl_post_fault": _f(flag[neg & keep].mean()) if (neg & keep).any() else None,
-                    "roc_auc_excl_post_fault": pool.submit(_roc_auc, y[keep & has], score[keep & has]),
+                    "roc_auc_excl_post_fault": pool.submit(_roc_auc_of, y, score, keep & has),
                 }
             )
         return _resolved({"overall": overall, "by_fault_type": by_type})
