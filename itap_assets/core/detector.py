@@ -443,18 +443,19 @@ class _PCA:
         return (t2 + q)[:, None]
 
     def attribution(self, z: np.ndarray, stat: int = 0) -> np.ndarray:
-        """Q: ``e_j**2 / q_norm`` (sums to Q / q_norm); T2: ``(z W)_j**2 / t2_norm`` (sums to T2 / t2_norm)."""
-        z64 = z.astype(np.float64)
-        p64 = self.P.astype(np.float64)
+        """Q: ``e_j**2 / q_norm`` (sums to Q / q_norm); T2: ``(z W)_j**2 / t2_norm`` (sums to T2 / t2_norm).
+        float32, like the statistics they split (percentages need no more)."""
         if self.combine == "max":
-            if stat == 0:
-                w = z64 @ self.W.astype(np.float64)
-                return w * w / self.t2_norm
-            e = z64 - (z64 @ p64) @ p64.T
-            return e * e / self.q_norm
-        w = z64 @ self.W.astype(np.float64)
-        e = z64 - (z64 @ p64) @ p64.T
-        return w * w / self.t2_norm + e * e / self.q_norm
+            return self._t2_parts(z) if stat == 0 else self._q_parts(z)
+        return self._t2_parts(z) + self._q_parts(z)
+
+    def _t2_parts(self, z: np.ndarray) -> np.ndarray:
+        w = z @ self.W
+        return w * w / np.float32(self.t2_norm)
+
+    def _q_parts(self, z: np.ndarray) -> np.ndarray:
+        e = z - (z @ self.P) @ self.P.T
+        return e * e / np.float32(self.q_norm)
 
     def params(self) -> dict:
         return {
@@ -654,7 +655,7 @@ class Detector:
     def attribution_of(self, scored: Scored) -> np.ndarray:
         """``attribution`` of rows already scored."""
         batch, cal = scored.batch, scored.calibrated
-        out = np.zeros((cal.shape[0], len(self.feature_names)), dtype=np.float64)
+        out = np.zeros((cal.shape[0], len(self.feature_names)), dtype=np.float32)
         if cal.shape[0] == 0:
             return out
         best = cal.max(axis=1)

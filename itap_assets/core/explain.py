@@ -110,7 +110,7 @@ def explain_points(
     decimals: int = 2,
 ) -> pl.DataFrame:
     """Family percentages and top features for each row of ``attribution`` (m x p, columns in ``feature_names``)."""
-    a = np.asarray(attribution, dtype=np.float64)
+    a = np.asarray(attribution, dtype=np.float32)  # percentages to two decimals: float32 is ample, and half the memory
     if a.ndim != 2 or a.shape[1] != len(feature_names):
         raise ValueError(f"attribution must be (m, {len(feature_names)}), got shape {a.shape}")
     if top_k < 1:
@@ -126,7 +126,7 @@ def explain_points(
     pct = a * (100.0 / np.where(ok, total, 1.0))[:, None]  # rows without attribution stay all zero
 
     fidx = np.array([families.index(feature_families.get(f, OTHER_FAMILY)) for f in feature_names], dtype=np.int64)
-    onehot = np.zeros((p, len(families)))
+    onehot = np.zeros((p, len(families)), dtype=np.float32)
     onehot[np.arange(p), fidx] = 1.0
     shares = pct @ onehot
     top_fam = np.argmax(shares, axis=1)  # first maximum: mapping order breaks ties
