@@ -37,16 +37,6 @@ def own_partitions(context: dg.AssetExecutionContext, frame: pl.DataFrame) -> pl
     return frame.join(keys, on=keys.columns, how="semi")
 
 
-def device_slices(frame: pl.DataFrame):
-    """(device, rows) per device of a frame sorted by device: zero-copy slices, not copies (a day of a large fleet
-    is gigabytes of features)."""
-    bounds = frame.select(pl.col("device_id").rle()).unnest("device_id")
-    offset = 0
-    for length, device in bounds.iter_rows():
-        yield device, frame.slice(offset, length)
-        offset += length
-
-
 def keys_by_device(keys: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
     """(device, that device's (day, device_id) keys) for a run's partition keys, in key order."""
     for (device,), device_keys in keys.partition_by("device_id", as_dict=True, maintain_order=True).items():

@@ -1,13 +1,15 @@
 """model: one per device, learned from that device's own baseline window; the table is the model registry."""
 
+from collections.abc import Callable
+
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.common import device_slices, partitioned_asset
+from itap_assets.assets.common import partitioned_asset
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.features import feature_registry
 from itap_assets.core.frames import sorted_by
-from itap_assets.core.parallel import map_on_cores
+from itap_assets.core.parallel import blas_single_thread, default_threads, ordered_map
 from itap_assets.core.scoring import (
     describe_training,
     fit_device_model,
@@ -16,14 +18,15 @@ from itap_assets.core.scoring import (
     same_model,
 )
 from itap_assets.partitions import device_partitions
-from itap_assets.resources import ItapConfig, Warehouse
+from itap_assets.resources import ItapConfig, Warehouse, WarehouseSession
 from itap_assets.settings import Settings
 from itap_assets.storage import check_device_id
 
 
-def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], columns: list[str]) -> pl.DataFrame:
-    """The training windows of the given devices, in one query, sorted by device and time. Only those windows are
-    read (never a device's whole, ever-growing history).
+def training_window_reader(session: WarehouseSession, settings: Settings, devices: list[str], columns: list[str]
+                           ) -> Callable[[str], pl.DataFrame]:
+    """A function reading one device's training window in time order: the fits of some devices then overlap the
+    reads of the next. Only the windows are read (never a device's whole, ever-growing history).
 
     MAINT rows and warm-up rows are left out; quarantined rows never reached `features`. Labelled fault rows are
     left out only when model.training.exclude_labelled_faults is set (plants have no labels).
@@ -31,33 +34,31 @@ def training_rows(warehouse: Warehouse, settings: Settings, devices: list[str], 
     tr = settings.model.training
     select = ", ".join(f'f."{c}"' for c in ["ts", "day", "device_id", "state", *columns])
     eligible = ["f.state <> 'MAINT'", "NOT f.warmup"]
-    params: list = []
-    frames = {"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})}
-    join = "JOIN _devices USING (device_id)"
+    join = ""
     if tr.exclude_labelled_faults:
-        join += " LEFT JOIN validated v ON v.device_id = f.device_id AND v.ts = f.ts AND v.day = f.day"
+        join = "LEFT JOIN validated v ON v.device_id = f.device_id AND v.ts = f.ts AND v.day = f.day"
         eligible.append("v.fault_tag IS NULL")
-    where = list(eligible)
+    ends: dict[str, object] = {}
     if tr.start is not None:
-        where.append("f.ts >= ? AND f.ts < ?")
-        params += [tr.start, tr.end]
+        window = "f.ts >= ? AND f.ts < ?"
     else:
-        # Each device's window end, found on narrow columns first. The constant bound on the latest end lets DuckDB
-        # skip the later row groups before any wide row is read (a join condition alone would not).
+        # Each device's window end, found on narrow columns first.
         if tr.first_days is not None:  # whole days from the device's first day
-            column, op, end = "f.day", "<", f"min(f.day) + INTERVAL {int(tr.first_days)} DAY"
-            source = "features f JOIN _devices USING (device_id)"
+            window, end, where = "f.day < ?", f"min(f.day) + INTERVAL {int(tr.first_days)} DAY", ""
         else:  # up to its N-th eligible sample (DuckDB's min(x, n) lists the n smallest values)
-            column, op, end = "f.ts", "<=", f"list_last(min(f.ts, {int(tr.first_samples)}))"
-            source = f"features f {join} WHERE {' AND '.join(eligible)}"
-        frames["_ends"] = warehouse.query(f"SELECT f.device_id, {end} AS window_end FROM {source} GROUP BY f.device_id",
-                                          frames=frames)
-        join += " JOIN _ends e USING (device_id)"
-        where += [f"{column} {op} e.window_end", f"{column} {op} ?"]
-        params.append(frames["_ends"]["window_end"].max())
-    return sorted_by(warehouse.query(
-        f"SELECT {select} FROM features f {join} WHERE {' AND '.join(where)}", params, frames=frames,
-    ), ["device_id", "ts"])
+            window, end = "f.ts <= ?", f"list_last(min(f.ts, {int(tr.first_samples)}))"
+            where = f"{join} WHERE {' AND '.join(eligible)}"
+        ends = dict(session.query(
+            f"SELECT f.device_id, {end} FROM features f JOIN _devices USING (device_id) {where} GROUP BY f.device_id",
+            frames={"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})},
+        ).iter_rows())
+    sql = f"SELECT {select} FROM features f {join} WHERE f.device_id = ? AND {window} AND {' AND '.join(eligible)}"
+
+    def read(device: str) -> pl.DataFrame:
+        bounds = [tr.start, tr.end] if tr.start is not None else [ends.get(device)]  # no end: no rows
+        return sorted_by(session.query(sql, [device, *bounds]), ["ts"])
+
+    return read
 
 
 @partitioned_asset(device_partitions, deps=["features"], group_name="model", kinds={"scikitlearn", "duckdb"})
@@ -74,15 +75,19 @@ def model(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: 
     latest = latest_models(existing) if existing.height else {}
     records, summary = [], []
     devices = [check_device_id(d) for d in sorted(context.partition_keys)]
-    windows = dict(device_slices(training_rows(warehouse, settings, devices, names)))
 
-    def fit(device: str) -> tuple[dict, dict]:
-        train = windows.get(device, pl.DataFrame(schema={"ts": pl.Datetime("us")}))
+    def fit(window: tuple[str, pl.DataFrame]) -> tuple[dict, dict]:
+        device, train = window
         det, threshold = fit_device_model(device, train, names, settings.model)
         version = latest[device]["version"] + 1 if device in latest else 1
         return model_record(device, version, det, threshold, train, settings.model), threshold
 
-    fitted = map_on_cores(fit, devices)  # devices are independent; numpy releases the GIL for most of a fit
+    with warehouse.session() as session, blas_single_thread():
+        reader = session.cursor()  # its own thread: the next device is read while others are fitted
+        read = training_window_reader(reader, settings, devices, names)
+        windows = ordered_map(lambda device: (device, read(device)), devices, workers=1)
+        # devices are independent; numpy releases the GIL for most of a fit
+        fitted = list(ordered_map(fit, windows, workers=default_threads()))
     for device, (record, threshold) in zip(devices, fitted):
         previous = latest.get(device)
         version = record["version"]

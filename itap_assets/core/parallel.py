@@ -33,13 +33,6 @@ def default_threads() -> int:
     return max(1, min(2, cpus))
 
 
-def map_on_cores(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``list(map(fn, items))`` with one thread per core and BLAS on one thread each (two levels of threads
-    oversubscribe the cores: a small ``np.cov`` gets 5x slower)."""
-    with blas_single_thread(), ThreadPoolExecutor(default_threads()) as pool:
-        return list(pool.map(fn, items))
-
-
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
     """``map(fn, items)`` on ``workers`` background threads, in order, with at most ``workers`` results computed
     ahead of the consumer (``Executor.map`` computes them all, holding every result at once). With one worker,

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from itap_assets.assets.model import training_rows
+from itap_assets.assets.model import training_window_reader
 from itap_assets.core.scoring import BaselineError, score_device
 from itap_assets.definitions import all_assets
 from itap_assets.settings import TrainingWindow
@@ -60,7 +60,9 @@ def test_training_rows_are_each_devices_window_and_nothing_else(built, window):
     settings = settings.model_copy(update={"model": settings.model.model_copy(
         update={"training": TrainingWindow(**window)})})
     names = ["temp_c__mean_1m", "rpm__mean_1m"]
-    got = training_rows(built.resources()["warehouse"], settings, DEVICES[:2], names)
+    with built.resources()["warehouse"].session() as session:
+        read = training_window_reader(session, settings, DEVICES[:2], names)
+        got = pl.concat([read(device) for device in DEVICES[:2]])
     eligible = (built.table("features").join(built.table("validated").select("device_id", "ts", "fault_tag"),
                                              on=["device_id", "ts"])
                 .filter((pl.col("state") != "MAINT") & ~pl.col("warmup") & pl.col("device_id").is_in(DEVICES[:2]))
