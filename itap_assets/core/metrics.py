@@ -21,7 +21,7 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from datetime import timedelta
 
@@ -29,7 +29,6 @@ import numpy as np
 import polars as pl
 from sklearn import metrics as skm
 
-from itap_assets.core.frames import sorted_by
 from itap_assets.core.parallel import default_threads
 
 CRITICAL_FAULTS: tuple[str, ...] = ("bearing_wear", "overheat_drift", "power_spike")
@@ -190,18 +189,26 @@ def _roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
     return _f(skm.auc(fpr, tpr))
 
 
-def _roc_auc_of(y: np.ndarray, score: np.ndarray, rows: np.ndarray) -> float | None:
-    """`_roc_auc` of the selected rows, selected on the pool's thread (the copies of millions of rows run in
+def _pr_auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    return _safe(skm.average_precision_score, _labels(y), score)
+
+
+def _on_rows(metric: Callable[[np.ndarray, np.ndarray], float | None], y: np.ndarray, score: np.ndarray,
+             rows: np.ndarray) -> float | None:
+    """`metric` of the selected rows, selected on the pool's thread (the copies of millions of rows run in
     parallel too)."""
-    return _roc_auc(y[rows], score[rows])
+    return metric(y[rows], score[rows])
 
 
 def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray, pool: Executor) -> dict:
     """Point figures; the ranking metrics are submitted to `pool` (values are Futures until `_resolved`)."""
     has = ~np.isnan(score)
     neg = ~y
+    # sklearn's figures from the four (label, flag) combinations weighted by their counts: the same values without
+    # passing millions of rows through its input checks and label encoding.
+    counts = np.bincount(_labels(y) * 2 + _labels(flag), minlength=4)
     p, r, f1, _ = skm.precision_recall_fscore_support(
-        _labels(y), _labels(flag), average="binary", pos_label=1, zero_division=0.0
+        [0, 0, 1, 1], [0, 1, 0, 1], sample_weight=counts, average="binary", pos_label=1, zero_division=0.0
     ) if y.any() or flag.any() else (0.0, 0.0, 0.0, None)
     two = y[has].any() and (~y[has]).any()
     return {
@@ -214,8 +221,8 @@ def _point_block(y: np.ndarray, flag: np.ndarray, score: np.ndarray, pool: Execu
         "f1": _f(f1) if (y.any() or flag.any()) else None,
         "false_alarm_rate": _f(flag[neg].mean()) if neg.any() else None,
         "missed_alarm_rate": _f(1.0 - flag[y].mean()) if y.any() else None,
-        "roc_auc": pool.submit(_roc_auc_of, y, score, has),
-        "pr_auc": pool.submit(_safe, skm.average_precision_score, _labels(y[has]), score[has]) if two else None,
+        "roc_auc": pool.submit(_on_rows, _roc_auc, y, score, has),
+        "pr_auc": pool.submit(_on_rows, _pr_auc, y, score, has) if two else None,
         "unscored_rows": int((~has).sum()),
     }
 
@@ -232,30 +239,26 @@ def post_fault_mask(frame: pl.DataFrame, grace_s: float) -> np.ndarray:
     ends = (
         frame.filter(pl.col("fault_id").is_not_null())
         .group_by("device_id", "fault_id")
-        .agg(pl.col("ts").max().alias("_end"))
-        .select("device_id", "_end")
-        .sort("_end")
+        .agg(pl.col("ts").max())
     )
     if ends.height == 0 or frame.height == 0:
         return np.zeros(frame.height, dtype=bool)
-    # The as-of join needs time order within each device: ordering by time alone gives it, and sorting one
-    # integer column costs half of sorting by (device, time).
-    idx = sorted_by(frame.select("device_id", "ts", "fault_id").with_row_index("_i"), ["ts"])
-    joined = idx.join_asof(
-        ends.rename({"_end": "ts_end"}).with_columns(pl.col("ts_end").alias("ts")),
-        on="ts",
-        by="device_id",
-        strategy="backward",
-        check_sortedness=False,
-    )
-    grace = pl.duration(microseconds=int(grace_s * 1e6))
-    post = (
-        pl.col("fault_id").is_null() & pl.col("ts_end").is_not_null() & (pl.col("ts") - pl.col("ts_end") <= grace)
-    ).fill_null(False)
-    out = np.zeros(frame.height, dtype=bool)
-    res = joined.select("_i", post.alias("p"))
-    out[res["_i"].to_numpy()] = res["p"].to_numpy()
-    return out
+    # One integer axis, device after device and time within each: the latest episode end at or before a row is a
+    # binary search among the few episode ends, with no sort of the millions of rows.
+    code = {device: i for i, device in enumerate(frame["device_id"].unique().to_list())}
+    t0 = frame["ts"].min()
+    span = int((frame["ts"].max() - t0).total_seconds() * 1e6) + 1
+
+    def axis(rows: pl.DataFrame) -> np.ndarray:
+        return rows.select(pl.col("device_id").replace_strict(code, return_dtype=pl.Int64) * span
+                           + (pl.col("ts") - t0).dt.total_microseconds()).to_series().to_numpy()
+
+    row_key, end_key = axis(frame), np.sort(axis(ends))
+    before = np.searchsorted(end_key, row_key, side="right") - 1
+    last_end = end_key[np.maximum(before, 0)]
+    same_device = (before >= 0) & (last_end // span == row_key // span)
+    fault_free = frame["fault_id"].is_null().to_numpy()
+    return fault_free & same_device & (row_key - last_end <= int(grace_s * 1e6))
 
 
 def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = None) -> dict:
@@ -290,7 +293,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
             block = {
                 "points": int(sel.sum()),
                 "point_recall": _f(flag[sel].mean()) if sel.any() else None,
-                "roc_auc": pool.submit(_roc_auc_of, y, score, rows),
+                "roc_auc": pool.submit(_on_rows, _roc_auc, y, score, rows),
             }
             block.update(_episode_block(eps.filter(pl.col("fault_tag") == tag)))
             by_type[tag] = block
@@ -306,7 +309,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
                     "post_fault_rows": int(post.sum()),
                     "post_fault_flagged": int((post & flag).sum()),
                     "false_alarm_rate_excl_post_fault": _f(flag[neg & keep].mean()) if (neg & keep).any() else None,
-                    "roc_auc_excl_post_fault": pool.submit(_roc_auc_of, y, score, keep & has),
+                    "roc_auc_excl_post_fault": pool.submit(_on_rows, _roc_auc, y, score, keep & has),
                 }
             )
         return _resolved({"overall": overall, "by_fault_type": by_type})
