@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from itap_assets.core.frames import sorted_by
+from itap_assets.core.frames import distinct, sorted_by
 from itap_assets.settings import ID_PATTERN
 from itap_assets.views import VIEWS
 
@@ -139,7 +139,7 @@ def _checked_keys(obj: pl.DataFrame, keys: pl.DataFrame | None, table: str) -> p
         raise StorageError(f"table {table}: output lacks partition column(s) {missing}")
     if "day" in key_cols and obj.schema["day"] != pl.Date:
         raise StorageError(f"table {table}: column 'day' must be a Date, got {obj.schema['day']}")
-    own = obj.select(key_cols).unique()
+    own = distinct(obj, key_cols)
     stray = own.join(keys, on=key_cols, how="anti")
     if stray.height:
         raise StorageError(

@@ -6,12 +6,11 @@ from datetime import datetime, time
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs
+from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs, run_keys
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.plots import device_day_png
 from itap_assets.core.rules import evaluate_alerts
-from itap_assets.partitions import day_device_pairs, day_device_partitions
-from itap_assets.resources import AlertRules, partition_keys_frame
+from itap_assets.resources import AlertRules
 
 PLOTS = 4
 
@@ -38,10 +37,9 @@ def rule_points(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl.DataFram
     return points.with_columns(pl.lit(None, dtype=pl.String).alias("tag"))
 
 
-def device_day_plots(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
+def device_day_plots(keys: pl.DataFrame, scores: pl.DataFrame, explanations: pl.DataFrame,
                      active: pl.DataFrame) -> str:
-    """Markdown with embedded PNGs for the run's device-days with the most active alerts (at most PLOTS)."""
-    keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
+    """Markdown with embedded PNGs for the run's device-days (`keys`) with the most active alerts (at most PLOTS)."""
     counts = active.group_by("day", "device_id").len()
     busiest = (keys.join(counts, on=["day", "device_id"], how="left")
                .with_columns(pl.col("len").fill_null(0)).sort("len", "device_id", descending=[True, False]).head(PLOTS))
@@ -60,14 +58,14 @@ def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations
     """One row per incident: what happened (cause), how bad (severity, max score relative to the threshold),
     why (families, top features), who owns it (route) and what to do (action). An incident belongs to the day
     its latest event falls on; one spanning midnight keeps its alert_id (itap.v_alerts shows its latest state)."""
-    first_day = min(day for day, _ in day_device_pairs(context.partition_keys))
+    keys = run_keys(context)
     found = evaluate_alerts(rule_points(scores, explanations), alert_rules.rules,
-                            window_start=datetime.combine(first_day, time.min))
-    out = own_partitions(context, found.with_columns(pl.col("end_ts").dt.date().alias("day")).select(ALERT_COLUMNS))
+                            window_start=datetime.combine(keys["day"].min(), time.min))
+    out = own_partitions(found.with_columns(pl.col("end_ts").dt.date().alias("day")).select(ALERT_COLUMNS), keys)
     active = out.filter(pl.col("suppressed_by").is_null())
     context.add_output_metadata(
         {
-            "plots": dg.MetadataValue.md(device_day_plots(context, scores, explanations, active)),
+            "plots": dg.MetadataValue.md(device_day_plots(keys, scores, explanations, active)),
             "alerts": out.height,
             "active": active.height,
             "critical": int((active["severity"] == "CRITICAL").sum()),

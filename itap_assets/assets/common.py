@@ -28,13 +28,17 @@ def previous_day_inputs(*names: str) -> dict[str, dg.AssetIn]:
     return {name: dg.AssetIn(partition_mapping=with_previous_day) for name in names}
 
 
-def own_partitions(context: dg.AssetExecutionContext, frame: pl.DataFrame) -> pl.DataFrame:
-    """Keep the rows of this run's partitions (inputs may also carry day D-1 as context)."""
-    keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
-    present = frame.select(keys.columns).unique()
-    if present.join(keys, on=keys.columns, how="anti").height == 0:
-        return frame  # nothing to drop: no copy (a day of a large fleet's features is gigabytes)
-    return frame.join(keys, on=keys.columns, how="semi")
+def run_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> pl.DataFrame:
+    """The (day, device_id) rows of the run's day × device partitions. Dagster works the keys out anew on every
+    access of `partition_keys` (tens of milliseconds for a hundred devices): read them once per step."""
+    return partition_keys_frame(day_device_partitions, list(context.partition_keys))
+
+
+def own_partitions(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """Keep the rows of the run's partitions `keys` (inputs may also carry day D-1 as context)."""
+    wanted = keys.select(pl.struct(keys.columns)).to_series().implode()
+    mine = frame.select(pl.struct(keys.columns).is_in(wanted)).to_series()
+    return frame if mine.all() else frame.filter(mine)  # nothing to drop: no copy (features are gigabytes)
 
 
 def keys_by_device(keys: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:

@@ -10,10 +10,10 @@ from itap_assets.core.drift import PSI_DRIFT, drifted_features
 from itap_assets.core.features import device_day_feature_chunks, feature_registry
 from itap_assets.core.scoring import feature_matrix, latest_models
 from itap_assets.assets.common import (
-    day_device_asset, device_features, keys_by_device, own_partitions, previous_day_inputs,
+    day_device_asset, device_features, keys_by_device, own_partitions, previous_day_inputs, run_keys,
 )
 from itap_assets.partitions import day_device_partitions
-from itap_assets.resources import ItapConfig, Warehouse, partition_keys_frame
+from itap_assets.resources import ItapConfig, Warehouse
 from itap_assets.storage import FrameChunks
 
 DRIFTED_SHARE = 0.10  # a device-day drifts when at least this share of its features drift
@@ -33,9 +33,11 @@ def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_co
     metadata = {"features": len(registry), "features_per_family": dg.MetadataValue.json(per_family),
                 "warmup_rows": 0}
 
+    keys = run_keys(context)
+
     def own_chunks():
         for chunk in device_day_feature_chunks(validated, families, settings.features.windows):
-            chunk = own_partitions(context, chunk)
+            chunk = own_partitions(chunk, keys)
             metadata["warmup_rows"] += int(chunk["warmup"].sum())
             yield chunk
 
@@ -89,7 +91,7 @@ def feature_drift(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) 
     profiles = baseline_profiles(warehouse)
     if not profiles:
         return dg.AssetCheckResult(passed=True, description="no model yet: no baseline to compare with")
-    keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
+    keys = run_keys(context)
     rows = []
     with warehouse.session() as session:
         for device, device_keys in keys_by_device(keys):

@@ -4,7 +4,7 @@ by the same model, in one pass over the features."""
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.common import device_features, keys_by_device
+from itap_assets.assets.common import device_features, keys_by_device, run_keys
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.explain import explained_families, root_cause_family_map
 from itap_assets.core.features import feature_registry
@@ -18,7 +18,7 @@ from itap_assets.core.scoring import (
     score_device,
 )
 from itap_assets.partitions import day_device_partitions, device_of_day
-from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse, partition_keys_frame
+from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
 
 MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
 
@@ -63,7 +63,7 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
     settings = itap_config.settings
     families = root_cause_family_map(feature_registry(settings.sensor_families, settings.features.windows),
                                      settings.sensor_families)
-    keys = partition_keys_frame(day_device_partitions, list(context.partition_keys))
+    keys = run_keys(context)
     latest = _models_for(keys, model)
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     explain = "explanations" in selected

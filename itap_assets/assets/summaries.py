@@ -3,7 +3,9 @@
 import dagster as dg
 import polars as pl
 
-from itap_assets.assets.common import day_device_asset, own_partitions, partitioned_asset, previous_day_inputs
+from itap_assets.assets.common import (
+    day_device_asset, own_partitions, partitioned_asset, previous_day_inputs, run_keys,
+)
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.summaries import device_day_summaries, fleet_day_summary
 from itap_assets.partitions import DAY, day_partitions
@@ -16,7 +18,7 @@ def device_summaries(context: dg.AssetExecutionContext, scores: pl.DataFrame,
                      explanations: pl.DataFrame) -> pl.DataFrame:
     """Per device and day: points scored, flagged count and share, mean/p95/max score, dominant families, top
     features, a 0–100 health score and its change against the previous day."""
-    out = own_partitions(context, device_day_summaries(scores, explanations))
+    out = own_partitions(device_day_summaries(scores, explanations), run_keys(context))
     context.add_output_metadata(
         {
             "rows": out.height,

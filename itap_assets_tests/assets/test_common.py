@@ -3,7 +3,7 @@ from datetime import date, datetime, timedelta
 import polars as pl
 
 from itap_assets import storage
-from itap_assets.assets.common import device_features
+from itap_assets.assets.common import device_features, own_partitions
 from itap_assets.resources import DB_SCHEMA, Warehouse
 
 DAYS = [date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)]
@@ -33,3 +33,11 @@ def test_device_features_reads_the_keys_days_in_time_order(tmp_path):
     assert both_ends.columns == ["ts", "day", "device_id", "x"]
     assert first_two["day"].unique(maintain_order=True).to_list() == DAYS[:2]
     assert first_two["ts"].is_sorted() and both_ends["ts"].is_sorted()
+
+
+def test_own_partitions_drops_the_context_day_and_keeps_a_frame_with_nothing_to_drop():
+    rows = pl.DataFrame({"day": DAYS, "device_id": ["DEV-0001"] * 3, "x": [1.0, 2.0, 3.0]})
+    run = keys(DAYS[1:])
+    assert own_partitions(rows, run)["x"].to_list() == [2.0, 3.0]  # day D-1 came as history only
+    mine = rows.filter(pl.col("day") > DAYS[0])
+    assert own_partitions(mine, run) is mine
