@@ -68,13 +68,13 @@ def model(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: 
     idempotent). The partition keeps every version (`SELECT * FROM itap.model`)."""
     settings = itap_config.settings
     names = [s.name for s in feature_registry(settings.sensor_families, settings.features.windows)]
+    devices = [check_device_id(d) for d in sorted(context.partition_keys)]
     existing = (
-        warehouse.query("SELECT * FROM model WHERE device_id IN (SELECT unnest(?))", [list(context.partition_keys)])
+        warehouse.query("SELECT * FROM model WHERE device_id IN (SELECT unnest(?))", [devices])
         if warehouse.has_table("model") else pl.DataFrame()
     )
     latest = latest_models(existing) if existing.height else {}
     records, summary = [], []
-    devices = [check_device_id(d) for d in sorted(context.partition_keys)]
 
     def fit(window: tuple[str, pl.DataFrame]) -> tuple[dict, dict]:
         device, train = window
