@@ -44,12 +44,12 @@ def training_window_reader(session: WarehouseSession, settings: Settings, device
     else:
         # Each device's window end, found on narrow columns first.
         if tr.first_days is not None:  # whole days from the device's first day
-            window, end, where = "f.day < ?", f"min(f.day) + INTERVAL {int(tr.first_days)} DAY", ""
+            window, end, counted = "f.day < ?", f"min(f.day) + INTERVAL {int(tr.first_days)} DAY", ""
         else:  # up to its N-th eligible sample (DuckDB's min(x, n) lists the n smallest values)
             window, end = "f.ts <= ?", f"list_last(min(f.ts, {int(tr.first_samples)}))"
-            where = f"{join} WHERE {' AND '.join(eligible)}"
+            counted = f"{join} WHERE {' AND '.join(eligible)}"
         ends = dict(session.query(
-            f"SELECT f.device_id, {end} FROM features f JOIN _devices USING (device_id) {where} GROUP BY f.device_id",
+            f"SELECT f.device_id, {end} FROM features f JOIN _devices USING (device_id) {counted} GROUP BY f.device_id",
             frames={"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})},
         ).iter_rows())
     sql = f"SELECT {select} FROM features f {join} WHERE f.device_id = ? AND {window} AND {' AND '.join(eligible)}"

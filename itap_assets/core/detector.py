@@ -3,6 +3,7 @@
     det = fit_detector(train, feature_names, kind="pca", seed=0)   # train: float32 n x p, NaN allowed, time order
     det.score(X)             # calibrated scores, higher = more anomalous (float64, n)
     det.attribution(X)       # n x p non-negative per-feature contributions of the statistic that scored the row
+    s = det.scored(X)        # s.score as above, keeping what attribution needs: det.attribution_of(s.take(rows))
     det.baseline_scores      # calibrated scores of the training rows (time order) -> label-free thresholds
     det.params()             # JSON-able description (kind, feature roles, model sizes, calibration)
     pickle.dumps(det)        # the model registry stores it as a BLOB

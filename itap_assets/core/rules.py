@@ -976,20 +976,24 @@ def _incidents(df: pl.DataFrame, config: AlertRulesConfig, families: list[str],
         means = norm.group_by("_inc").agg(pl.col(f"_fam:{f}").mean() for f in families)
         inc = inc.join(means, on="_inc", how="left")
 
-    # Top features: mean percent per feature over the incident's points that carry a list, top N.
-    feats = df.select("_i", "_inc").join(top_features, on="_i").drop("_i")
+    # Top features: mean percent per feature over the incident's points that carry a list, top N. The lists are
+    # flattened where they lie and each entry finds its incident by row index (moving a million lists into
+    # incident order cost more than all the rest).
+    incident_of = df.select("_i", "_inc")
+    n_with = incident_of.join(top_features.select("_i"), on="_i", how="semi").group_by("_inc").agg(
+        pl.len().alias("_n"))
     feature_lists: dict[int, list[list[Any]]] = {}
-    if feats.height:
-        n_with = feats.group_by("_inc").agg(pl.len().alias("_n"))
+    if n_with.height:
         ranked = (
-            feats.explode("top_features", empty_as_null=False)
+            top_features.explode("top_features", empty_as_null=False)
             .select(
-                "_inc",
+                "_i",
                 pl.col("top_features").struct.field("feature").alias("_feature"),
                 pl.col("top_features").struct.field("pct").cast(pl.Float64).fill_nan(None).fill_null(0.0)
                 .alias("_pct"),
             )
             .filter(pl.col("_feature").is_not_null())
+            .join(incident_of, on="_i")
             .group_by(["_inc", "_feature"])
             .agg(pl.col("_pct").sum())
             .join(n_with, on="_inc")
