@@ -27,7 +27,9 @@ def _thinned(scores: pl.DataFrame) -> pl.DataFrame:
 
 def device_day_png(scores: pl.DataFrame, explanations: pl.DataFrame, alerts: pl.DataFrame, title: str) -> bytes:
     """Two panels for one device and day: score vs threshold with alert spans; family shares of flagged points."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.8), height_ratios=[3, 1.4], layout="constrained")
+    # Fixed margins (the figure size is fixed): a constrained layout cost a third of drawing the picture
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 4.8), height_ratios=[3, 1.4])
+    fig.subplots_adjust(left=0.11, right=0.98, top=0.93, bottom=0.1, hspace=0.32)
     line = _thinned(scores)
     ts = line["ts"].to_numpy()  # datetime64, not Python datetimes: matplotlib converts these at C speed
     top.plot(ts, line["score"].to_numpy(), lw=0.7, color="#444", label="score")
