@@ -401,12 +401,14 @@ class _PCA:
     uses = "z"
 
     def __init__(
-        self, z: np.ndarray, variance: float, max_components: int | None, ridge: float = 0.0, combine: str = "max"
+        self, z: np.ndarray, variance: float, max_components: int | None, ridge: float = 0.0, combine: str = "max",
+        cov: np.ndarray | None = None,
     ) -> None:
         self.combine = combine
         self.stats = ("pca_t2", "pca_q") if combine == "max" else ("pca",)
         p = z.shape[1]
-        cov = np.cov(z, rowvar=False, dtype=np.float64).reshape(p, p)
+        if cov is None:
+            cov = np.cov(z, rowvar=False, dtype=np.float64).reshape(p, p)
         lam, vec = np.linalg.eigh(cov)
         order = np.argsort(lam)[::-1]
         lam, vec = np.maximum(lam[order], 0.0), vec[:, order]
@@ -730,14 +732,14 @@ class Detector:
         )
 
 
-def _fit_main(z: np.ndarray, kind: str, seed: int, cfg: DetectorConfig) -> list:
+def _fit_main(z: np.ndarray, kind: str, seed: int, cfg: DetectorConfig, cov: np.ndarray | None = None) -> list:
     components: list = []
     if z.shape[1] == 0:
         return components
     if kind in ("iforest", "ensemble"):
         components.append(_IForest(z, seed, cfg.iforest_trees, cfg.iforest_max_samples))
     if kind in ("pca", "ensemble"):
-        components.append(_PCA(z, cfg.pca_variance, cfg.pca_max_components, cfg.pca_ridge, cfg.pca_combine))
+        components.append(_PCA(z, cfg.pca_variance, cfg.pca_max_components, cfg.pca_ridge, cfg.pca_combine, cov))
     return components
 
 
@@ -773,7 +775,12 @@ def fit_detector(
         raise ValueError("no feature varies in the training rows; cannot fit a detector")
     batch = prep.transform(x)
     z = batch.z
-    main = _fit_main(z, kind, seed, cfg)
+    n = x.shape[0]
+    folds = cfg.calibration_folds if (n // max(cfg.calibration_folds, 1)) >= _MIN_FOLD_ROWS else 1
+    blocks = np.array_split(np.arange(n), max(folds, n // max(cfg.calibration_block_rows, 1)))
+    held_out = [np.concatenate(blocks[f::folds]) for f in range(folds)] if folds >= 2 else []
+    covs = _fold_covariances(z, held_out) if kind != "iforest" else None
+    main = _fit_main(z, kind, seed, cfg, covs[0] if covs else None)
     components = list(main)
     if prep.event_cols.size:
         modes = _modes(batch.ev[:, : prep.event.size], prep.event_fill[prep.event.size :])
@@ -783,26 +790,23 @@ def fit_detector(
     # Calibration scores. Main components: out-of-fold when calibration_folds >= 2 (time blocks of
     # calibration_block_rows dealt round-robin to the folds; each fold scored by components fitted on the others),
     # else in-sample. Event component: in-sample (its scores are already empirical frequencies).
-    n = x.shape[0]
     step = max(1, math.ceil(n / cfg.calibration_rows))
     rows = np.arange(0, n, step)
-    folds = cfg.calibration_folds if (n // max(cfg.calibration_folds, 1)) >= _MIN_FOLD_ROWS else 1
 
     def raw_of(comps: list, idx: np.ndarray) -> np.ndarray:
         return det._map_chunks(lambda zs: np.concatenate([c.raw(zs) for c in comps], axis=1), z[idx], None)
 
     n_main = sum(len(c.stats) for c in main)
     if folds >= 2 and main:
-        blocks = np.array_split(np.arange(n), max(folds, n // max(cfg.calibration_block_rows, 1)))
         raw_main = np.empty((rows.size, n_main))
         pos = np.full(n, -1, dtype=np.int64)
         pos[rows] = np.arange(rows.size)
-        for f_i in range(folds):
-            held = np.concatenate(blocks[f_i::folds])
+        for f_i, held in enumerate(held_out):
             rest = np.ones(n, dtype=bool)
             rest[held] = False
             held = held[pos[held] >= 0]
-            raw_main[pos[held]] = raw_of(_fit_main(z[rest], kind, seed, cfg), held)
+            fold = _fit_main(z[rest], kind, seed, cfg, covs[1][f_i] if covs else None)
+            raw_main[pos[held]] = raw_of(fold, held)
         det.calibration = "out-of-fold"
     elif main:
         raw_main = raw_of(main, rows)
@@ -820,6 +824,24 @@ def fit_detector(
         np.stack([cal(r) for cal, r in zip(det.calibrators, raw_cols)], axis=1), axis=1
     ).astype(np.float32)
     return det
+
+
+def _fold_covariances(z: np.ndarray, held_out: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """``np.cov`` of all rows and of each fold's training rows (all but its held-out ones), from the Gram matrix
+    and column sums of each held-out set: the out-of-fold fits need no pass over the rows of their own."""
+    if not held_out or z.shape[1] == 0:
+        return None
+    parts = []
+    for rows in held_out:
+        zh = z[rows].astype(np.float64)
+        parts.append((zh.T @ zh, zh.sum(axis=0), rows.size))
+
+    def cov(gram: np.ndarray, total: np.ndarray, m: int) -> np.ndarray:
+        return (gram - np.outer(total, total) / m) / (m - 1)
+
+    gram, total = sum(g for g, _, _ in parts), sum(t for _, t, _ in parts)
+    n = sum(m for _, _, m in parts)
+    return cov(gram, total, n), [cov(gram - g, total - t, n - m) for g, t, m in parts]
 
 
 def _modes(ev: np.ndarray, guard_values: np.ndarray) -> np.ndarray:
