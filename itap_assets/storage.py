@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from itap_assets.core.frames import distinct, sorted_by
+from itap_assets.core.frames import distinct, in_keys, sorted_by
 from itap_assets.settings import ID_PATTERN
 from itap_assets.views import VIEWS
 
@@ -208,15 +208,19 @@ def _replace_chunks(con: duckdb.DuckDBPyConnection, schema: str, table: str, chu
     return rows
 
 
+def _among(con: duckdb.DuckDBPyConnection, keys: pl.DataFrame) -> str:
+    """SQL condition: the row's partition is one of `keys` (registered on `con` for the statement)."""
+    con.register("_itap_keys", keys)
+    cols = ", ".join(keys.columns)
+    return f"({cols}) IN (SELECT {cols} FROM _itap_keys)"
+
+
 def _stored_keys(con: duckdb.DuckDBPyConnection, schema: str, table: str, keys: pl.DataFrame) -> pl.DataFrame:
     """The partitions among `keys` that have rows in the table."""
     if not table_exists(con, schema, table):
         return keys.clear()
-    con.register("_itap_keys", keys)
     cols = ", ".join(keys.columns)
-    stored = frame_of(con.sql(
-        f'SELECT DISTINCT {cols} FROM "{schema}"."{table}" WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys)'
-    ))
+    stored = frame_of(con.sql(f'SELECT DISTINCT {cols} FROM "{schema}"."{table}" WHERE {_among(con, keys)}'))
     return stored.cast(keys.schema)
 
 
@@ -232,9 +236,7 @@ def _replace(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.
             if keys is None:
                 con.execute(f"DELETE FROM {qualified}").fetchall()
             elif keys.height:
-                con.register("_itap_keys", keys)
-                cols = ", ".join(keys.columns)
-                con.execute(f"DELETE FROM {qualified} WHERE ({cols}) IN (SELECT {cols} FROM _itap_keys)").fetchall()
+                con.execute(f"DELETE FROM {qualified} WHERE {_among(con, keys)}").fetchall()
         if frame is not None:
             con.register("_itap_new", frame)
             if not exists:
@@ -314,5 +316,4 @@ def read_partitions(path: Path | str, schema: str, table: str, keys: pl.DataFram
         where = " AND ".join(f'"{c}" BETWEEN ? AND ?' for c in keys.columns)
         params = [bound for c in keys.columns for bound in (keys[c].min(), keys[c].max())]
         rows = frame_of(con.sql(f"SELECT * FROM {qualified} WHERE {where}", params=params))
-        wanted = keys.select(pl.struct(keys.columns)).to_series().implode()
-        return sorted_by(rows.filter(pl.struct(keys.columns).is_in(wanted)), order)
+        return sorted_by(rows.filter(in_keys(keys)), order)

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 import polars as pl
 
-from itap_assets.core.frames import sorted_by
+from itap_assets.core.frames import in_keys, sorted_by
 from itap_assets.partitions import day_device_partitions, with_previous_day
 from itap_assets.resources import DUCKDB_POOL, WarehouseSession, partition_keys_frame
 from itap_assets.storage import check_column
@@ -36,8 +36,7 @@ def run_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) 
 
 def own_partitions(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
     """Keep the rows of the run's partitions `keys` (inputs may also carry day D-1 as context)."""
-    wanted = keys.select(pl.struct(keys.columns)).to_series().implode()
-    mine = frame.select(pl.struct(keys.columns).is_in(wanted)).to_series()
+    mine = frame.select(in_keys(keys)).to_series()
     return frame if mine.all() else frame.filter(mine)  # nothing to drop: no copy (features are gigabytes)
 
 
