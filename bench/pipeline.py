@@ -114,8 +114,8 @@ def run_preset(name: str, reference_devices: int | None, seed: int | None = None
     sim = dict(PRESETS[name])
     if seed is not None:
         sim["seed"] = seed
-    config = {"simulation": sim}
-    if name in TRAINING:
+    config = {"simulation": sim, "features": {"windows": ["1m", "5m", "30m"]}}  # the simulated fleet's, as in
+    if name in TRAINING:  # configs/itap.yaml
         config["model"] = {"training": TRAINING[name]}
     import yaml
 

@@ -24,7 +24,9 @@ from scipy.signal import lfilter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from itap_assets.core.detector import fit_detector  # noqa: E402
-from itap_assets.core.thresholds import k_of_n, smoothed_threshold  # noqa: E402
+from itap_assets.core.scoring import smoothed_threshold  # noqa: E402
+from itap_assets.core.thresholds import k_of_n  # noqa: E402
+from itap_assets.settings import ModelSettings  # noqa: E402
 
 LATENT = 6
 EVENT_COLS = 4
@@ -66,7 +68,7 @@ def main() -> None:
         names = train.columns
         t = time.perf_counter()
         det = fit_detector(train.to_numpy(), names, kind=args.kind, seed=d, n_threads=args.threads)
-        thresholds.append(smoothed_threshold(det.baseline_scores, 2, 3))
+        thresholds.append(smoothed_threshold(det.baseline_scores, ModelSettings())["threshold"])
         fit_s += time.perf_counter() - t
         detectors.append(det)
         frames.append(device_frame(rng, args.rows, args.features, loadings))

@@ -79,20 +79,32 @@ class ValidationSettings(Strict):
 
 
 class FeatureSettings(Strict):
-    windows: tuple[str, ...] = ("1m", "5m", "30m")
+    windows: Literal["auto"] | tuple[str, ...] = Field(
+        "auto",
+        description="auto: short/mid/long windows of 1/10/60 samples of each device's own sampling interval (long "
+                    "at most a tenth of model.training's baseline); or fixed durations such as [1m, 5m, 30m].",
+    )
 
-    @field_validator("windows")
+    @field_validator("windows", mode="before")
     @classmethod
-    def _windows(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for w in v:
-            if not re.fullmatch(r"[1-9][0-9]*(s|m|h)", w):
-                raise ValueError(f"window {w!r} must look like 30s, 5m or 1h")
+    def _windows(cls, v: object) -> object:
+        if isinstance(v, str):
+            if v != "auto":
+                raise ValueError(f"windows must be auto or a list of durations such as [1m, 5m, 30m], got {v!r}")
+            return v
+        if isinstance(v, (list, tuple)):
+            if not v:
+                raise ValueError("windows: give at least one window (or auto)")
+            for w in v:
+                if not isinstance(w, str) or not re.fullmatch(r"[1-9][0-9]*(s|m|h)", w):
+                    raise ValueError(f"window {w!r} must look like 30s, 5m or 1h")
         return v
 
 
 class TrainingWindow(Strict):
     first_days: int | None = Field(None, ge=1)
-    first_samples: int | None = Field(None, ge=1)
+    first_samples: int | None = Field(None, ge=1, description="The device's first N samples (warm-up and MAINT rows "
+                                                            "among them are not fitted).")
     start: datetime | None = None
     end: datetime | None = None
     exclude_labelled_faults: bool = False
@@ -133,6 +145,13 @@ class ModelSettings(Strict):
     threshold: ThresholdSettings = ThresholdSettings()
     smoothing: SmoothingSettings | None = SmoothingSettings()
     min_training_rows: int = Field(200, ge=10)
+    evidence_rows: int = Field(
+        20, ge=0, le=100_000,
+        description="Window (rows) of the evidence statistics: the mean calibrated score of the last N rows; 0 = off.")
+    min_effective_samples: float = Field(
+        30.0, ge=0, le=1e6,
+        description="PCA learns only features with at least this many effectively independent baseline samples "
+                    "(the shrinkage Mahalanobis distance sees all); 0 = PCA sees every continuous feature.")
     seed: int = 0
 
 
@@ -215,6 +234,18 @@ class IngestionSettings(Strict):
         return self
 
 
+class EvaluationSettings(Strict):
+    """What the labels mean for `detection_metrics` (labels never reach detection). Without this section the
+    simulator's own fault types are used with `source: simulation`, and with files every tag is critical and no
+    root cause is graded."""
+
+    critical_tags: tuple[str, ...] | None = Field(None, description="Tags that count as critical; null = all.")
+    tag_families: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="Tag -> the sensor families that are its right root cause.")
+    dropout_tags: tuple[str, ...] = Field(
+        (), description="Tags of sensor dropouts: their root cause is the family of the dropped sensor.")
+
+
 class Settings(Strict):
     source: Literal["simulation", "files"] = "simulation"
     partitions: PartitionSettings = PartitionSettings()
@@ -224,6 +255,7 @@ class Settings(Strict):
     validation: ValidationSettings = ValidationSettings()
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()
+    evaluation: EvaluationSettings | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,7 @@ import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.metrics import (
+    FaultTags,
     alert_quality,
     detection_metrics as point_metrics,
     fault_episodes,
@@ -17,12 +18,15 @@ from itap_assets.core.metrics import (
     metrics_frame,
     root_cause_accuracy,
 )
-from itap_assets.core.features import window_us
+from itap_assets.core.features import feature_windows, longest_window_us
+from itap_assets.core.simulator import SIMULATOR_FAULT_TAGS
 from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
+from itap_assets.settings import Settings
 
 HEADLINE = [
     ("detection.critical_episode_recall", "all"),
     ("detection.false_alarm_rate", "all"),
+    ("detection.configured_risk", "all"),
     ("detection.roc_auc", "all"),
     ("detection.pr_auc", "all"),
     ("root_cause.accuracy", "all"),
@@ -33,16 +37,28 @@ HEADLINE = [
 ]
 
 
+def fault_tags(settings: Settings) -> FaultTags:
+    """What the labels mean: the config's `evaluation:` section, else the simulator's own faults (simulation) or
+    nothing beyond "a tag is a fault" (files)."""
+    ev = settings.evaluation
+    if ev is not None:
+        return FaultTags(ev.critical_tags, ev.tag_families, ev.dropout_tags)
+    return SIMULATOR_FAULT_TAGS if settings.source == "simulation" else FaultTags()
+
+
 def evaluate(scored: pl.DataFrame, explained: pl.DataFrame, alert_rows: pl.DataFrame, sensors: dict,
-             evidence_window_s: float) -> pl.DataFrame:
+             evidence_window_s: float, tags: FaultTags, risk: float) -> pl.DataFrame:
     """All figures as one long table (metric, scope, value). The standard figures are strict; figures that allow
-    for the features' look-back after an episode ends (`evidence_window_s`) are extra, separately named rows."""
-    episodes = fault_episodes(scored.filter(~pl.col("in_training")), list(sensors))
-    detection = point_metrics(scored, post_fault_grace_s=evidence_window_s)
-    root = root_cause_accuracy(explained, sensors, episodes)
+    for the features' look-back after an episode ends (`evidence_window_s`) are extra, separately named rows.
+    `detection.configured_risk` stands beside `detection.false_alarm_rate`: what the thresholds promise per point
+    against what fault-free rows after training got."""
+    episodes = fault_episodes(scored.filter(~pl.col("in_training")), list(sensors), tags)
+    detection = point_metrics(scored, post_fault_grace_s=evidence_window_s, tags=tags)
+    detection["overall"]["configured_risk"] = risk
+    root = root_cause_accuracy(explained, sensors, episodes, tags)
     free_days = fault_free_device_days(scored)
     flagged = int(scored.filter(~pl.col("in_training"))["is_anomaly"].sum())
-    quality = alert_quality(alert_rows, episodes, free_days, flagged, evidence_window_s=evidence_window_s)
+    quality = alert_quality(alert_rows, episodes, free_days, flagged, evidence_window_s=evidence_window_s, tags=tags)
     return pl.concat([metrics_frame(detection, "detection"), metrics_frame(root, "root_cause"),
                       metrics_frame(quality, "alerts")])
 
@@ -59,7 +75,6 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
     when the telemetry carries no labels."""
     settings = itap_config.settings
     sensors = settings.sensor_families
-    longest_window_s = max(window_us(w) for w in settings.features.windows) / 1e6
     # Every scored row comes from a validated row; only the labelled ones (a tenth of a fleet's rows) are joined,
     # the rest get NULL labels. Sensor values only matter inside labelled episodes (which sensor a dropout hit).
     labelled = ", ".join(["device_id", "day", "ts", "fault_tag", "fault_id", *(f'"{s}"' for s in sensors)])
@@ -79,7 +94,9 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
         labelled_flags.select(*keys, "in_training", "is_anomaly", "fault_tag", "fault_id"), on=keys, how="inner")
     alert_rows = warehouse.query("SELECT * FROM v_alerts") if warehouse.has_table("v_alerts") else \
         warehouse.query("SELECT * FROM alerts")
-    out = evaluate(scored, explained, alert_rows, sensors, longest_window_s).with_columns(
+    longest_window_s = longest_window_us(feature_windows(settings), scored) / 1e6  # auto: per device interval
+    out = evaluate(scored, explained, alert_rows, sensors, longest_window_s, fault_tags(settings),
+                   settings.model.threshold.risk).with_columns(
         pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("computed_at"))
     head = out.filter(pl.struct("metric", "scope").is_in([{"metric": m, "scope": s} for m, s in HEADLINE]))
     context.add_output_metadata({

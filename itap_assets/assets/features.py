@@ -3,11 +3,14 @@
 import json
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.drift import PSI_DRIFT, drifted_features
-from itap_assets.core.features import device_day_feature_chunks, feature_registry
+from itap_assets.core.features import (
+    OUTPUT_KEY_COLUMNS, device_day_feature_chunks, feature_registry, feature_windows, window_plan,
+)
 from itap_assets.core.scoring import feature_matrix, latest_models
 from itap_assets.assets.common import (
     day_device_asset, device_features, keys_by_device, own_partitions, previous_day_inputs, run_keys,
@@ -19,27 +22,85 @@ from itap_assets.storage import FrameChunks
 DRIFTED_SHARE = 0.10  # a device-day drifts when at least this share of its features drift
 
 
+def all_null_features(chunk: pl.DataFrame) -> dict[str, list[str]]:
+    """device -> its feature columns that are NULL on every one of its rows in `chunk` (usually none). Only
+    columns with at least as many NULLs as the chunk's smallest device are checked per device (a Polars
+    column's null count is known without a scan)."""
+    if chunk.height == 0:
+        return {}
+    device = chunk["device_id"]  # a chunk holds whole devices, each one contiguous
+    starts = (device != device.shift(1)).fill_null(True).arg_true().to_numpy()
+    smallest = int(np.diff(np.append(starts, chunk.height)).min())
+    names = [c for c in chunk.columns[len(OUTPUT_KEY_COLUMNS):] if chunk[c].null_count() >= smallest]
+    if not names:
+        return {}
+    nulls = chunk.group_by("device_id").agg(pl.col(c).is_null().all() for c in names)
+    return {row["device_id"]: [c for c in names if row[c]] for row in nulls.iter_rows(named=True)
+            if any(row[c] for c in names)}
+
+
+def _seconds(value: float | None) -> str:
+    """A duration for people: 1 s, 10 min, 1.5 h."""
+    if value is None:
+        return "unknown"
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if value >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.3g} s"
+
+
+def windows_table(plan: pl.DataFrame, nulls: dict[str, list[str]], fixed: bool) -> str:
+    """Per device: sample interval, window durations, robust-z and FFT blocks, and what was not produced."""
+    rows = []
+    for r in plan.iter_rows(named=True):
+        missing = nulls.get(r["device_id"], [])
+        why = [r["notes"]] if r["notes"] else []
+        if missing:
+            why.append(f"all NULL here: {', '.join(missing)}")
+        rows.append({
+            "device": r["device_id"], "rows": r["rows"],
+            "sample interval": _seconds(r["interval_s"]) + ("" if r["interval_from"] == "mode"
+                                                            else f" ({r['interval_from']})"),
+            **({} if fixed else {"short": _seconds(r["short_s"]), "mid": _seconds(r["mid_s"]),
+                                 "long": _seconds(r["long_s"])}),
+            "robust-z block": _seconds(r["robust_block_s"]), "FFT block": f"{r['fft_block']} samples",
+            "not produced / degenerate (why)": "; ".join(why) or "-",
+        })
+    return markdown_table(pl.DataFrame(rows), limit=100)
+
+
 @day_device_asset(ins=previous_day_inputs("validated"), group_name="model", kinds={"polars", "duckdb"})
 def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_config: ItapConfig) -> FrameChunks:
     """Backward-looking time-window features (float32), continuous across midnight; `warmup` marks rows whose
     history is shorter than the longest window (a device's first minutes). Written device chunk by device chunk
-    as they are computed: a day of a large fleet's features is gigabytes."""
+    as they are computed: a day of a large fleet's features is gigabytes. `features.windows: auto` derives each
+    device's windows from its own sample interval; the metadata table `windows` shows them per device."""
     settings = itap_config.settings
     families = settings.sensor_families
-    registry = feature_registry(families, settings.features.windows)
+    windows = feature_windows(settings)
+    registry = feature_registry(families, windows)
     per_family: dict[str, int] = {}
     for spec in registry:
         per_family[spec.family] = per_family.get(spec.family, 0) + 1
+    fixed = isinstance(windows, tuple)
     metadata = {"features": len(registry), "features_per_family": dg.MetadataValue.json(per_family),
-                "warmup_rows": 0}
-
+                "warmup_rows": 0,
+                "windows_mode": ", ".join(windows) if fixed else "auto (short/mid/long per device sample interval)"}
+    if not fixed:
+        metadata["not_produced"] = ("<sensor>__std_short and <sensor>__delta_short: the short window is one sample "
+                                    "(its std is undefined, its delta 0)")
     keys = run_keys(context)
 
     def own_chunks():
-        for chunk in device_day_feature_chunks(validated, families, settings.features.windows):
+        nulls: dict[str, list[str]] = {}
+        for chunk in device_day_feature_chunks(validated, families, windows):
             chunk = own_partitions(chunk, keys)
             metadata["warmup_rows"] += int(chunk["warmup"].sum())
+            nulls.update(all_null_features(chunk))
             yield chunk
+        plan = window_plan(validated, windows, families).join(keys.select("device_id").unique(), on="device_id",
+                                                              how="semi")
+        metadata["windows"] = dg.MetadataValue.md(windows_table(plan, nulls, fixed))
 
     return FrameChunks(own_chunks(), metadata)
 

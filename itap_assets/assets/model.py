@@ -7,7 +7,7 @@ import polars as pl
 
 from itap_assets.assets.common import partitioned_asset
 from itap_assets.assets.metadata import markdown_table
-from itap_assets.core.features import feature_registry
+from itap_assets.core.features import model_feature_specs
 from itap_assets.core.frames import sorted_by
 from itap_assets.core.parallel import blas_single_thread, default_threads, ordered_map
 from itap_assets.core.scoring import (
@@ -45,9 +45,9 @@ def training_window_reader(session: WarehouseSession, settings: Settings, device
         # Each device's window end, found on narrow columns first.
         if tr.first_days is not None:  # whole days from the device's first day
             window, end, counted = "f.day < ?", f"min(f.day) + INTERVAL {int(tr.first_days)} DAY", ""
-        else:  # up to its N-th eligible sample (DuckDB's min(x, n) lists the n smallest values)
-            window, end = "f.ts <= ?", f"list_last(min(f.ts, {int(tr.first_samples)}))"
-            counted = f"{join} WHERE {' AND '.join(eligible)}"
+        else:  # up to its N-th sample as it arrived (DuckDB's min(x, n) lists the n smallest values): a baseline
+            # of "the first 350 samples" is those 350 rows, of which the warm-up and MAINT ones are not fitted
+            window, end, counted = "f.ts <= ?", f"list_last(min(f.ts, {int(tr.first_samples)}))", ""
         ends = dict(session.query(
             f"SELECT f.device_id, {end} FROM features f JOIN _devices USING (device_id) {counted} GROUP BY f.device_id",
             frames={"_devices": pl.DataFrame({"device_id": devices}, schema={"device_id": pl.String})},
@@ -67,7 +67,7 @@ def model(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: 
     parameters or threshold) becomes a new version, an identical refit keeps the version (re-running is
     idempotent). The partition keeps every version (`SELECT * FROM itap.model`)."""
     settings = itap_config.settings
-    names = [s.name for s in feature_registry(settings.sensor_families, settings.features.windows)]
+    names = [s.name for s in model_feature_specs(settings)]
     devices = [check_device_id(d) for d in sorted(context.partition_keys)]
     existing = (
         warehouse.query("SELECT * FROM model WHERE device_id IN (SELECT unnest(?))", [devices])

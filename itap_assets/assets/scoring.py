@@ -7,7 +7,7 @@ import polars as pl
 from itap_assets.assets.common import device_features, keys_by_device, run_keys
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.explain import explained_families, root_cause_family_map
-from itap_assets.core.features import feature_registry
+from itap_assets.core.features import model_feature_specs
 from itap_assets.core.parallel import blas_single_thread, default_threads, ordered_map
 from itap_assets.core.scoring import (
     SCORES_SCHEMA,
@@ -61,8 +61,7 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
     the points cost more than the explaining. Either output can be materialized alone (explanations still need
     each device's scores, computed here, not read back)."""
     settings = itap_config.settings
-    families = root_cause_family_map(feature_registry(settings.sensor_families, settings.features.windows),
-                                     settings.sensor_families)
+    families = root_cause_family_map(model_feature_specs(settings), settings.sensor_families)
     keys = run_keys(context)
     latest = _models_for(keys, model)
     selected = {key.to_user_string() for key in context.selected_asset_keys}

@@ -11,13 +11,36 @@ the horizon.  Consequences the pipeline relies on:
   over any longer history (up to float rounding of the sliding sums, far below float32 resolution);
 * ``warmup`` marks exactly the rows whose history is shorter than the horizon.
 
+Windows are either fixed durations (``("1m", "5m", "30m")``: the same for every device, whatever its
+rate) or ``"auto"`` (:class:`AutoWindows`): per device, counted in samples of that device's own sampling
+interval ``dt`` (the most common positive interval between its consecutive samples in the rows given;
+the median interval when the most common one is not common enough, see :func:`window_plan`)
+and named by role, so every device of a table has the same columns whatever its rate
+(``temp_c__mean_short``, ``temp_c__std_long``).  The auto rules (:func:`auto_window_samples`):
+
+* ``short`` = 1 sample (``mean_short`` is the reading itself; ``std_short`` and ``delta_short`` would be
+  NULL / 0 by construction and are not produced);
+* ``long`` = 60 samples, capped at a tenth of the baseline (``model.training``: ``first_samples: N`` ->
+  N/10 samples, ``first_days: D`` -> D days / 10, ``start``/``end`` -> (end - start) / 10) so the warm-up
+  never swallows the baseline, but never below 18 samples (``AUTO_LONG_MIN``: the robust-z look-back of
+  6 blocks of 3 samples and two 8-sample FFT blocks fit in it, so every feature can be computed);
+* ``mid`` = 10 samples, at most long / 3 (long = 18 gives 6);
+* robust-z blocks hold max(3, ceil(mid / ROBUST_BLOCKS)) samples (3 for mid = 10: a spread needs 3);
+* FFT blocks: the largest even number of samples <= min(``fft_block``, long / 2), so a fresh spectrum
+  always exists within the horizon (30 samples for long = 60; at least 8 thanks to the long floor).
+
+The produced columns therefore depend only on the sensor families, never on the data.  Devices of one
+chunk share one ``dt`` (chunks are cut where the interval changes), so one rolling call never mixes window
+durations, and a device's features do not depend on the other devices of the run.  Fixed windows keep one
+interval for the whole frame (the most common one), exactly as before auto windows existed.
+
 How it is computed (Polars expressions and numpy vectorisation, no per-row Python):
 
 * devices are laid out on one monotonic time axis ``_k`` (device ordinal x stride + ts, with gaps
   between devices wider than any window), so a time-window statistic is a single
   ``rolling_*_by("_k", w)`` call over the whole frame, with no ``over()`` partitioning and no
   mixing of devices;
-* fast path: when each device's samples sit on the regular grid of the dataset interval (gaps
+* fast path: when each device's samples sit on the regular grid of the chunk's interval (gaps
   allowed), rows are scattered onto that grid (NULLs in gaps and between devices) and the same
   statistics come from Polars' fixed-length rolling kernels, which are 2-4x cheaper and give the
   same numbers (see ``_Layout``);
@@ -39,12 +62,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from itap_assets.core.parallel import ordered_map
+
+if TYPE_CHECKING:
+    from itap_assets.settings import Settings
 
 DEFAULT_WINDOWS: tuple[str, ...] = ("1m", "5m", "30m")
 SPECTRAL_FAMILIES: frozenset[str] = frozenset({"Vibration", "Current"})
@@ -67,7 +95,22 @@ GRID_MAX_EXPANSION = 3.0  # regular-grid fast path only while gaps at most tripl
 
 _WINDOW_RE = re.compile(r"^([1-9][0-9]*)(s|m|h)$")
 _UNIT_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
-_NAME_RE = re.compile(r"^(?P<kind>[a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*?)(?:_(?P<window>[1-9][0-9]*[smh]))?$")
+_NAME_RE = re.compile(
+    r"^(?P<kind>[a-z][a-z0-9]*(?:_[a-z][a-z0-9]*)*?)(?:_(?P<window>[1-9][0-9]*[smh]|short|mid|long))?$"
+)
+
+# `windows: auto` (see the module docstring): windows named by role, durations counted in each device's samples.
+AUTO = "auto"
+AUTO_LABELS: tuple[str, str, str] = ("short", "mid", "long")
+AUTO_SHORT = 1  # samples
+AUTO_MID = 10
+AUTO_LONG = 60
+AUTO_LONG_MIN = 18  # holds the robust-z look-back (6 blocks of 3) and two 8-sample FFT blocks
+AUTO_MID_SHARE = 3  # mid <= long / 3
+BASELINE_SHARE = 10  # long <= baseline / 10
+ROBUST_MIN_BLOCK = 3  # samples per robust-z block: a standard deviation needs 3
+FFT_MIN_BLOCK = 8
+MODE_MIN_SHARE = 0.25  # the most common interval is the device's dt when it is at least this share of them
 _US_PER_MIN = 60_000_000.0
 
 
@@ -77,23 +120,29 @@ class FeatureSpec:
     sensor: str | None  # source sensor, None for state features
     family: str  # sensor family, or "State" / "DataQuality" for event features
     kind: str  # "mean", "std", "slope", "band_energy_low", ...
-    window: str | None  # "5m", ... (None: instantaneous, spectral block or horizon-capped counter)
+    window: str | None  # "5m", ... or "short"/"mid"/"long" (auto windows); None: instantaneous, spectral
+    # block or horizon-capped counter
 
 
 # What each kind means (units), for explanations and docs.
 KIND_DESCRIPTIONS: dict[str, str] = {
     "mean": "rolling mean over the window",
-    "std": "rolling sample standard deviation over the window",
+    "std": "rolling sample standard deviation over the window (not at the shortest window; auto: 1 sample there)",
     "min": "rolling minimum over the window",
     "max": "rolling maximum over the window",
     "slope": "least-squares trend over the window, sensor units per minute",
-    "delta": "value minus its rolling mean over the window",
+    "delta": "value minus its rolling mean over the window (auto windows: long only, short would be 0)",
     "robust_z": (
         "(value - median of block means) / median of block stds, over the blocks completed in the window"
-        " before the current block; clipped to +-50"
+        " before the current block; clipped to +-50. Blocks: the window / 5 (auto windows: max(3, mid / 5)"
+        " samples, so a block always has a spread)"
     ),
     "roc": "rate of change since the previous valid sample, units per minute",
-    "dom_freq": "dominant frequency of the last complete FFT block, Hz",
+    "dom_freq": (
+        "dominant frequency of the last complete FFT block that ended within the horizon, Hz; blocks of 64"
+        " samples (auto windows: the largest even number <= min(64, long / 2), at least 8, so a spectrum is"
+        " always at most half a horizon old)"
+    ),
     "band_energy_low": "share of the AC spectral energy below Nyquist/4 in the last complete FFT block",
     "band_energy_high": "share of the AC spectral energy above Nyquist/2 in the last complete FFT block",
     "missing_streak": "consecutive NULL samples up to and including t (capped at the samples in the horizon)",
@@ -127,15 +176,68 @@ def parse_feature_name(name: str) -> tuple[str | None, str, str | None]:
 
 
 @dataclass(frozen=True)
+class AutoWindows:
+    """``windows: auto``: short/mid/long windows counted in samples of each device's own interval, the long
+    one capped by the baseline length (a tenth of it, given in samples and/or as a duration; None: no cap).
+    :func:`feature_windows` builds it from the settings."""
+
+    max_long_samples: int | None = None
+    max_long_us: int | None = None
+
+
+@dataclass(frozen=True)
+class AutoSamples:
+    """The auto windows of one sampling interval, in samples (see :func:`auto_window_samples`)."""
+
+    short: int
+    mid: int
+    long: int
+    robust_block: int
+    fft_block: int
+    capped: bool  # long is below AUTO_LONG because of the baseline cap
+    floored: bool  # the baseline cap asked for less than AUTO_LONG_MIN
+
+
+def auto_window_samples(dt_us: int | None, auto: AutoWindows = AutoWindows(), fft_block: int = FFT_BLOCK
+                        ) -> AutoSamples:
+    """The auto rules: short = 1 sample; long = 60 samples, at most a tenth of the baseline, at least
+    AUTO_LONG_MIN (18); mid = 10 samples, at most long / 3; robust-z blocks of max(3, ceil(mid / 5)) samples;
+    FFT blocks of the largest even number of samples <= min(fft_block, long / 2) (at least 8)."""
+    cap = AUTO_LONG
+    if auto.max_long_samples is not None:
+        cap = min(cap, auto.max_long_samples)
+    if auto.max_long_us is not None and dt_us:
+        cap = min(cap, auto.max_long_us // dt_us)
+    long = max(cap, AUTO_LONG_MIN)
+    mid = max(1, min(AUTO_MID, long // AUTO_MID_SHARE))
+    robust = max(ROBUST_MIN_BLOCK, -(-mid // ROBUST_BLOCKS))
+    fft = max(FFT_MIN_BLOCK, min(fft_block, long // 2) // 2 * 2)
+    return AutoSamples(AUTO_SHORT, mid, long, robust, fft, capped=cap < AUTO_LONG, floored=cap < AUTO_LONG_MIN)
+
+
+WindowsArg = Sequence[str] | str | AutoWindows
+
+
+@dataclass(frozen=True)
 class _Windows:
     all: tuple[str, ...]  # sorted by duration, duplicates (same duration) removed
     stat: tuple[str, ...]  # windows for std / transitions: all but the shortest (if more than one)
     short: str
     mid: str
     long: str
+    auto: AutoWindows | None = None  # auto windows: labels short/mid/long, durations per device interval
+
+    @property
+    def delta(self) -> tuple[str, ...]:
+        """Windows of the delta feature: shortest and longest (auto: longest only, short is 1 sample)."""
+        return (self.long,) if self.auto is not None else tuple(dict.fromkeys((self.short, self.long)))
 
     @classmethod
-    def of(cls, windows: Sequence[str]) -> _Windows:
+    def of(cls, windows: WindowsArg) -> _Windows:
+        if isinstance(windows, AutoWindows) or (isinstance(windows, str) and windows == AUTO):
+            auto = windows if isinstance(windows, AutoWindows) else AutoWindows()
+            short, mid, long = AUTO_LABELS
+            return cls(all=AUTO_LABELS, stat=(mid, long), short=short, mid=mid, long=long, auto=auto)
         if isinstance(windows, str):
             windows = (windows,)
         by_us: dict[int, str] = {}
@@ -155,9 +257,7 @@ def _check_sensors(sensor_families: Mapping[str, str]) -> None:
             raise ValueError(f"sensor name {sensor!r} is reserved or not usable as a feature prefix")
 
 
-def feature_registry(
-    sensor_families: Mapping[str, str], windows: Sequence[str] = DEFAULT_WINDOWS
-) -> list[FeatureSpec]:
+def feature_registry(sensor_families: Mapping[str, str], windows: WindowsArg = DEFAULT_WINDOWS) -> list[FeatureSpec]:
     """Every feature :func:`device_day_features` produces, in output column order, each exactly once.
 
     Per sensor (family = the sensor's family): mean at every window; std at every window but the
@@ -167,7 +267,9 @@ def feature_registry(
     change; for Vibration/Current sensors dominant frequency and low/high band-energy shares.
     Per sensor (family DataQuality): missing streak, time since dropout, flat-line at the mid
     window.  State: transitions at every window but the shortest, time since the last change.
-    Default 5 sensors, windows 1m/5m/30m: 84 features.
+    Default 5 sensors, windows 1m/5m/30m: 84 features.  ``windows="auto"`` (or :class:`AutoWindows`): the
+    same with windows short/mid/long, except delta at the long window only (the short window is one
+    sample): 79 features, whatever the sample rate and the baseline.
     """
     _check_sensors(sensor_families)
     w = _Windows.of(windows)
@@ -184,7 +286,7 @@ def feature_registry(
         add(sensor, family, "min", w.mid)
         add(sensor, family, "max", w.mid)
         add(sensor, family, "slope", w.long)
-        for win in dict.fromkeys((w.short, w.long)):
+        for win in w.delta:
             add(sensor, family, "delta", win)
         add(sensor, family, "robust_z", w.mid)
         add(sensor, family, "roc", None)
@@ -199,6 +301,32 @@ def feature_registry(
         add(None, STATE_FAMILY, "transitions", win)
     add(None, STATE_FAMILY, "time_since_change", None)
     return specs
+
+
+def feature_windows(settings: Settings) -> tuple[str, ...] | AutoWindows:
+    """The ``windows`` argument of the feature functions for a configuration: its fixed windows, or for
+    ``features.windows: auto`` the auto windows capped at a tenth of ``model.training``'s baseline
+    (``first_samples: N`` -> N/10 samples, ``first_days: D`` -> D days / 10, ``start``/``end`` -> a tenth of
+    that span)."""
+    windows = settings.features.windows
+    if isinstance(windows, str):
+        if windows != AUTO:
+            raise ValueError(f"features.windows must be 'auto' or a list of windows, got {windows!r}")
+        tr = settings.model.training
+        if tr.first_samples is not None:
+            return AutoWindows(max_long_samples=tr.first_samples // BASELINE_SHARE)
+        if tr.first_days is not None:
+            return AutoWindows(max_long_us=tr.first_days * 86_400_000_000 // BASELINE_SHARE)
+        if tr.start is not None and tr.end is not None:
+            return AutoWindows(max_long_us=(tr.end - tr.start) // timedelta(microseconds=1) // BASELINE_SHARE)
+        return AutoWindows()
+    return tuple(windows)
+
+
+def model_feature_specs(settings: Settings) -> list[FeatureSpec]:
+    """The features a configuration produces, in column order: the model's candidate features (fixed or auto
+    windows alike; with auto windows they do not depend on the data or the baseline)."""
+    return feature_registry(settings.sensor_families, feature_windows(settings))
 
 
 def _empty_output(specs: list[FeatureSpec]) -> pl.DataFrame:
@@ -237,33 +365,195 @@ def _sample_interval_us(df: pl.DataFrame) -> int | None:
     return None if d.height == 0 else int(d["d"][0])
 
 
+def _device_intervals(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Per device of a frame grouped by device and sorted by ts, in order of appearance: its first row, its
+    rows, its sample interval in µs (0: unknown) and how it was found ("mode", "median" or "unknown").
+
+    The interval is the most common positive interval between the device's consecutive samples (ties: the
+    shortest) when it occurs at least twice and is at least MODE_MIN_SHARE of them; otherwise (jittered or
+    very irregular timestamps, or only two distinct timestamps) the median positive interval.  A device
+    with fewer than two distinct timestamps has none."""
+    dev = pl.col("device_id")
+    start = (dev != dev.shift(1)).fill_null(True)
+    d = df.select(_start=start, _dev=start.cum_sum().cast(pl.Int64) - 1, _d=pl.col("ts").dt.epoch("us").diff())
+    first = np.flatnonzero(d["_start"].to_numpy())
+    rows = np.diff(np.append(first, df.height))
+    n_dev = first.size
+    pos = d.filter(~pl.col("_start"), pl.col("_d") > 0).select("_dev", "_d")
+    dt = np.zeros(n_dev, dtype=np.int64)
+    how = np.full(n_dev, "unknown", dtype=object)
+    if pos.height:
+        counts = pos.group_by("_dev", "_d").len()
+        mode = (
+            counts.sort(["_dev", "len", "_d"], descending=[False, True, False])
+            .group_by("_dev", maintain_order=True)
+            .agg(pl.col("_d").first(), pl.col("len").first(), n=pl.col("len").sum())
+        )
+        i = mode["_dev"].to_numpy()
+        top, n = mode["len"].to_numpy(), mode["n"].to_numpy()
+        use_mode = (top >= 2) & (top >= MODE_MIN_SHARE * n)
+        dt[i[use_mode]] = mode["_d"].to_numpy()[use_mode]
+        how[i[use_mode]] = "mode"
+        if not use_mode.all():  # the median only where the most common interval is not common enough
+            irregular = pl.Series("_dev", i[~use_mode])
+            med = pos.filter(pl.col("_dev").is_in(irregular.implode())).group_by("_dev").agg(pl.col("_d").median())
+            j = med["_dev"].to_numpy()
+            dt[j] = np.rint(med["_d"].to_numpy()).astype(np.int64)
+            how[j] = "median"
+    return first, rows, dt, list(how)
+
+
+@dataclass(frozen=True)
+class _Durations:
+    """What the rolling computations of one chunk use: its sample interval (grid fast path, spectral blocks)
+    and the duration of every window label, the robust-z block and the FFT block length."""
+
+    dt_us: int | None
+    us: Mapping[str, int]  # window label -> µs
+    robust_block_us: int
+    fft_block: int  # samples
+    auto: bool = False
+    samples: AutoSamples | None = field(default=None, compare=False)
+
+    @classmethod
+    def fixed(cls, w: _Windows, dt_us: int | None, fft_block: int) -> _Durations:
+        us = {win: window_us(win) for win in w.all}
+        return cls(dt_us, us, max(us[w.mid] // ROBUST_BLOCKS, 1), fft_block)
+
+    @classmethod
+    def automatic(cls, w: _Windows, dt_us: int | None, fft_block: int) -> _Durations:
+        """Auto windows of a device interval (an unknown one: nominally 1 s, without grid or spectra; such a
+        device has fewer than two distinct timestamps, so no window ever holds two samples)."""
+        assert w.auto is not None
+        n = auto_window_samples(dt_us, w.auto, fft_block)
+        unit = dt_us or 1_000_000
+        us = {w.short: n.short * unit, w.mid: n.mid * unit, w.long: n.long * unit}
+        return cls(dt_us or None, us, n.robust_block * unit, n.fft_block, auto=True, samples=n)
+
+    @property
+    def horizon_us(self) -> int:
+        return max(self.us.values())
+
+    def rolling(self, win: str) -> str:
+        """The window as a Polars duration (fixed windows: the label itself)."""
+        return f"{self.us[win]}us" if self.auto else win
+
+
+PLAN_SCHEMA = {
+    "device_id": pl.String, "rows": pl.Int64, "interval_s": pl.Float64, "interval_from": pl.String,
+    "short_s": pl.Float64, "mid_s": pl.Float64, "long_s": pl.Float64, "robust_block_s": pl.Float64,
+    "fft_block": pl.Int64, "notes": pl.String,
+}
+
+
+def _plan_notes(w: _Windows, d: _Durations, dt_us: int, how: str, spectral: bool) -> str:
+    """Why some features of a device carry little or no information at its rate (empty: none)."""
+    notes: list[str] = []
+    if how == "unknown":
+        return "fewer than 2 distinct timestamps: interval unknown, no window holds 2 samples"
+    if how == "median":
+        notes.append("irregular timestamps: interval = median interval")
+    if d.samples is not None:  # auto windows
+        if d.samples.floored:
+            notes.append(f"long raised to its floor of {AUTO_LONG_MIN} samples (baseline < "
+                         f"{AUTO_LONG_MIN * BASELINE_SHARE} samples)")
+        elif d.samples.capped:
+            notes.append(f"long capped at a tenth of the baseline ({d.samples.long} samples)")
+        return "; ".join(notes)
+    # fixed windows: what the rate does to them (auto windows avoid all of this by construction)
+    for win in w.all:
+        if d.us[win] <= dt_us:
+            said = [f"mean_{win} = the value"]
+            said += [f"delta_{win} = 0"] if win in w.delta else []
+            said += [f"std_{win} NULL"] if win in w.stat else []
+            said += [f"min/max_{win} = the value, flatline_{win} NULL"] if win == w.mid else []
+            notes.append(f"{win} holds 1 sample: {', '.join(said)}")
+    if d.robust_block_us < ROBUST_MIN_BLOCK * dt_us:
+        notes.append(f"robust_z NULL: blocks of {d.robust_block_us / dt_us:.2g} samples (a spread needs 3)")
+    block_us = d.fft_block * dt_us
+    if spectral and block_us > d.horizon_us:
+        notes.append(f"spectra NULL on ~{1 - d.horizon_us / block_us:.0%} of rows: a {d.fft_block}-sample FFT block "
+                     f"spans more than {w.long}")
+    return "; ".join(notes)
+
+
+def window_plan(
+    telemetry: pl.DataFrame | pl.LazyFrame,
+    windows: WindowsArg = DEFAULT_WINDOWS,
+    sensor_families: Mapping[str, str] | None = None,
+    *,
+    fft_block: int = FFT_BLOCK,
+) -> pl.DataFrame:
+    """One row per device (``PLAN_SCHEMA``, first-appearance order): its rows, sample interval and how it was
+    found (see :func:`_device_intervals`), the durations of its short/mid/long windows (auto windows: derived
+    from its own interval; fixed windows: the labels), its robust-z block and FFT block, and notes on features
+    that carry little or nothing at that rate (``sensor_families``: are there spectral sensors).  Only the
+    ``device_id`` and ``ts`` columns are read."""
+    df = telemetry.select("device_id", "ts")
+    df = df.collect() if isinstance(df, pl.LazyFrame) else df
+    df = df.select(pl.col("device_id").cast(pl.String), pl.col("ts").cast(pl.Datetime("us")))
+    if df.height == 0:
+        return pl.DataFrame(schema=PLAN_SCHEMA)
+    if not _is_grouped_sorted(df):
+        df = df.sort(["device_id", "ts"], maintain_order=True)
+    first, rows, dts, hows = _device_intervals(df)
+    w = _Windows.of(windows)
+    spectral = sensor_families is None or any(f in SPECTRAL_FAMILIES for f in sensor_families.values())
+    cache: dict[tuple[int, str], tuple] = {}
+    out = []
+    for dt, how in zip(dts.tolist(), hows):
+        key = (dt, how)
+        if key not in cache:
+            d = (_Durations.automatic(w, dt or None, fft_block) if w.auto is not None
+                 else _Durations.fixed(w, None, fft_block))
+            cache[key] = (dt / 1e6 if dt else None, how, *(d.us[x] / 1e6 for x in (w.short, w.mid, w.long)),
+                          d.robust_block_us / 1e6, d.fft_block, _plan_notes(w, d, dt, how, spectral))
+        out.append(cache[key])
+    cols = list(PLAN_SCHEMA)[3:]
+    frame = pl.DataFrame(out, schema={c: PLAN_SCHEMA[c] for c in ["interval_s", "interval_from", *cols]}, orient="row")
+    return pl.DataFrame({"device_id": df["device_id"].gather(first), "rows": rows}).cast(
+        {"rows": pl.Int64}).hstack(frame).select(list(PLAN_SCHEMA))
+
+
+def longest_window_us(windows: WindowsArg, rows: pl.DataFrame | None = None) -> int:
+    """The longest look-back of the features in µs: the longest fixed window, or with auto windows the longest
+    ``long`` window among the devices of ``rows`` (their ``device_id`` and ``ts``; no rows: 0)."""
+    w = _Windows.of(windows)
+    if w.auto is None:
+        return max(window_us(win) for win in w.all)
+    plan = window_plan(rows, windows) if rows is not None else pl.DataFrame(schema=PLAN_SCHEMA)
+    return int(round(plan["long_s"].max() * 1e6)) if plan.height else 0
+
+
 class _Layout:
     """Where the rolling windows are evaluated.
 
     General case: ``rolling_<stat>_by("_k", window)`` over the rows (``_k`` = the monotonic
     device-offset time axis).  Fast case, when every device's samples sit on one regular grid of
-    the dataset interval ``dt`` (gaps allowed): the rows are scattered onto that grid with NULL
+    the chunk's interval ``dt`` (gaps allowed): the rows are scattered onto that grid with NULL
     samples in the gaps and NULL separators between devices, the time window (t - W, t] becomes
     exactly the last ceil(W / dt) grid points, and Polars' fixed-length rolling kernels (the same
     numerics, 2-4x cheaper than the ``_by`` ones, which find window bounds for every call) are
     filtered back to the rows.  A single device without gaps is its own grid (no copies at all).
     """
 
-    def __init__(self, base: pl.DataFrame, dt_us: int | None, w: _Windows) -> None:
+    def __init__(self, base: pl.DataFrame, d: _Durations) -> None:
         self.n = base.height
         self.key = base["_k"]
         self.grid: tuple[np.ndarray, pl.Series, int, int] | None = None
         self._padded: dict[str, pl.Series] = {}
         self.identity = False
+        self.d = d
+        dt_us = d.dt_us
         if dt_us is None or self.n < 2:
             return
         ts = base["_ts"].to_numpy()
         start = base["_start"].to_numpy()
-        d = np.diff(ts)[~start[1:]]
-        if d.size and (np.any(d <= 0) or np.any(d % dt_us)):
+        steps = np.diff(ts)[~start[1:]]
+        if steps.size and (np.any(steps <= 0) or np.any(steps % dt_us)):
             return  # duplicated or off-grid timestamps: general path
         g = (ts - base["_first_ts"].to_numpy()) // dt_us
-        sep = max(-(-window_us(win) // dt_us) for win in w.all)
+        sep = max(-(-us // dt_us) for us in self.d.us.values())
         dev_first = np.flatnonzero(start)
         dev_last = np.append(dev_first[1:], self.n) - 1
         span = g[dev_last] + 1 + sep  # each device's grid, then a separator
@@ -292,7 +582,7 @@ class _Layout:
         if self.grid is None:
             frame = pl.DataFrame({"_k": self.key, **shared, **inputs}).with_columns(derived)
             return frame.select(
-                [getattr(pl.col(i), f"rolling_{st}_by")("_k", win).alias(o) for o, i, st, win in stats]
+                [getattr(pl.col(i), f"rolling_{st}_by")("_k", self.d.rolling(win)).alias(o) for o, i, st, win in stats]
             )
         _, keep, _, dt_us = self.grid
         for name, series in shared.items():
@@ -305,7 +595,7 @@ class _Layout:
             .with_columns(derived)
             .select(
                 [
-                    getattr(pl.col(i), f"rolling_{st}")(-(-window_us(win) // dt_us), min_samples=1).alias(o)
+                    getattr(pl.col(i), f"rolling_{st}")(-(-self.d.us[win] // dt_us), min_samples=1).alias(o)
                     for o, i, st, win in stats
                 ]
             )
@@ -323,21 +613,55 @@ class _Layout:
         return pl.Series(series.name, arr).fill_nan(None)
 
 
-def _spectra(
-    x: np.ndarray, ts_us: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: int
+def _block_slots(
+    ts_us: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: int, block_start_us: np.ndarray, dt_us: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Spectra of the complete blocks (``lengths == n``): row index of each block's last sample and
-    an ``(n_blocks, 3)`` array of dominant frequency (Hz), low-band and high-band energy shares.
-    Blocks with too many NULL samples or no AC energy are left out (they are not usable spectra)."""
-    first = starts[lengths == n]
+    """Auto windows: the rows of each block on their slot of the block's time grid (slot = rint((ts - block
+    start) / dt)), so a row that never arrived counts as a missing sample instead of voiding the block.  Returns
+    an ``(n_blocks, n)`` array of row indices (-1: no row) and each block's last row.  Blocks with fewer rows than
+    a usable spectrum needs, or with two rows on one slot (sampled faster than dt), are left out."""
+    need = int(np.ceil((1 - MAX_SPECTRAL_MISSING) * n))
+    cand = (lengths >= need) & (lengths <= n)
+    first, size, b0 = starts[cand], lengths[cand], block_start_us[cand]
     if first.size == 0:
-        return np.empty(0, np.int64), np.empty((0, 3))
-    idx = first[:, None] + np.arange(n)
-    blocks = x[idx]  # (n_blocks, n), NaN = missing sample
+        return np.empty((0, n), np.int64), np.empty(0, np.int64)
+    blk = np.repeat(np.arange(first.size), size)
+    rows = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size - first, size)
+    slot = np.clip(np.rint((ts_us[rows] - b0[blk]) / dt_us).astype(np.int64), 0, n - 1)
+    clash = np.r_[False, (blk[1:] == blk[:-1]) & (slot[1:] <= slot[:-1])]
+    bad = np.zeros(first.size, dtype=bool)
+    bad[blk[clash]] = True
+    idx = np.full((first.size, n), -1, dtype=np.int64)
+    idx[blk, slot] = rows
+    return idx[~bad], (first + size - 1)[~bad]
+
+
+def _spectra(
+    x: np.ndarray, ts_us: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: int,
+    slots: tuple[np.ndarray, np.ndarray, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spectra of the complete blocks (``lengths == n``; auto windows: the blocks of ``slots`` =
+    :func:`_block_slots` and the interval): row index of each block's last sample and an ``(n_blocks, 3)``
+    array of dominant frequency (Hz), low-band and high-band energy shares.  Blocks with too many NULL (or,
+    with ``slots``, absent) samples or no AC energy are left out (they are not usable spectra)."""
+    if slots is None:
+        first = starts[lengths == n]
+        if first.size == 0:
+            return np.empty(0, np.int64), np.empty((0, 3))
+        idx = first[:, None] + np.arange(n)
+        blocks = x[idx]  # (n_blocks, n), NaN = missing sample
+        last = idx[:, -1]
+        dt_s = (ts_us[last] - ts_us[first]) / (n - 1) / 1e6
+    else:
+        idx, last, dt_us = slots
+        if last.size == 0:
+            return np.empty(0, np.int64), np.empty((0, 3))
+        blocks = np.where(idx >= 0, x[np.maximum(idx, 0)], np.nan)
+        dt_s = np.full(last.size, dt_us / 1e6)
     missing = np.isnan(blocks)
     ok = missing.sum(axis=1) <= MAX_SPECTRAL_MISSING * n
-    blocks, missing, first, idx = blocks[ok], missing[ok], first[ok], idx[ok]
-    if first.size == 0:
+    blocks, missing, last, dt_s = blocks[ok], missing[ok], last[ok], dt_s[ok]
+    if last.size == 0:
         return np.empty(0, np.int64), np.empty((0, 3))
     means = np.nanmean(blocks, axis=1, keepdims=True)
     blocks = np.where(missing, means, blocks) - means
@@ -345,8 +669,6 @@ def _spectra(
     power = (spec.real**2 + spec.imag**2)[:, 1:]  # drop DC
     total = power.sum(axis=1)
     frac = np.arange(1, power.shape[1] + 1) / (n / 2)  # bin frequency as a fraction of Nyquist
-    last = idx[:, -1]
-    dt_s = (ts_us[last] - ts_us[first]) / (n - 1) / 1e6
     valid = (total > 0) & (dt_s > 0)
     total, dt_s, power, last = total[valid], dt_s[valid], power[valid], last[valid]
     out = np.empty((last.size, 3))
@@ -359,7 +681,7 @@ def _spectra(
 def device_day_features(
     telemetry: pl.DataFrame | pl.LazyFrame,
     sensor_families: Mapping[str, str],
-    windows: Sequence[str] = DEFAULT_WINDOWS,
+    windows: WindowsArg = DEFAULT_WINDOWS,
     *,
     fft_block: int = FFT_BLOCK,
     chunk_rows: int = CHUNK_ROWS,
@@ -369,6 +691,8 @@ def device_day_features(
     Output columns: ``ts, day, device_id, state, warmup`` then every feature of
     :func:`feature_registry` in registry order, as Float32 (NULL where a window holds no sample).
     Input: validated telemetry, in any row order (the output is put back in input order).
+    ``windows``: fixed labels, or ``"auto"`` / :class:`AutoWindows` (per-device windows, see the module
+    docstring; ``fft_block`` is then the upper bound of the derived FFT block).
     """
     df = telemetry.collect() if isinstance(telemetry, pl.LazyFrame) else telemetry
     restore = "ts" in df.columns and "device_id" in df.columns and not _is_grouped_sorted(df)
@@ -386,7 +710,7 @@ def device_day_features(
 def device_day_feature_chunks(
     telemetry: pl.DataFrame,
     sensor_families: Mapping[str, str],
-    windows: Sequence[str] = DEFAULT_WINDOWS,
+    windows: WindowsArg = DEFAULT_WINDOWS,
     *,
     fft_block: int = FFT_BLOCK,
     chunk_rows: int = CHUNK_ROWS,
@@ -394,7 +718,8 @@ def device_day_feature_chunks(
     """The features of :func:`device_day_features` as consecutive chunks of whole devices (~``chunk_rows`` rows
     each), rows in (device_id, ts) order: a caller that writes each chunk as it comes holds a few chunks, never
     the whole frame (a day of a 100-device fleet at 1 Hz is 2.9 GB of features). Chunking never changes a value.
-    At least one (possibly empty) chunk is yielded, so the output schema is always known."""
+    At least one (possibly empty) chunk is yielded, so the output schema is always known. Auto windows: a chunk
+    holds devices of one sample interval only (consecutive devices with another interval start a new chunk)."""
     specs = feature_registry(sensor_families, windows)
     w = _Windows.of(windows)
     sensors = list(sensor_families)
@@ -416,16 +741,25 @@ def device_day_feature_chunks(
     )
     if not _is_grouped_sorted(df):
         df = df.sort(["device_id", "ts"], maintain_order=True)
-    dt_us = _sample_interval_us(df)
 
-    dev = pl.col("device_id")
-    dev_first = df.select(pl.arg_where((dev != dev.shift(1)).fill_null(True))).to_series().to_numpy()
-    cuts = dev_first[np.r_[True, np.diff(dev_first // max(chunk_rows, 1)) > 0]]
+    if w.auto is None:  # fixed windows: one interval for the frame (grid fast path and spectral blocks)
+        dt_us = _sample_interval_us(df)
+        dev = pl.col("device_id")
+        dev_first = df.select(pl.arg_where((dev != dev.shift(1)).fill_null(True))).to_series().to_numpy()
+        new_chunk = np.r_[True, np.diff(dev_first // max(chunk_rows, 1)) > 0]
+        durations = [_Durations.fixed(w, dt_us, fft_block)] * int(new_chunk.sum())
+    else:  # auto windows: each device's own interval; a chunk holds devices of one interval
+        dev_first, _, dev_dt, _ = _device_intervals(df)
+        new_chunk = np.r_[True, np.diff(dev_first // max(chunk_rows, 1)) > 0]
+        new_chunk[1:] |= dev_dt[1:] != dev_dt[:-1]
+        durations = [_Durations.automatic(w, int(dt) or None, fft_block) for dt in dev_dt[new_chunk]]
+    cuts = dev_first[new_chunk]
     bounds = np.append(cuts, df.height)
-    chunks = (df.slice(int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:]))
+    chunks = ((df.slice(int(a), int(b - a)), d) for a, b, d in zip(bounds[:-1], bounds[1:], durations))
 
-    def work(chunk: pl.DataFrame) -> pl.DataFrame:
-        return _features_sorted(chunk, sensor_families, w, specs, dt_us, fft_block)
+    def work(item: tuple[pl.DataFrame, _Durations]) -> pl.DataFrame:
+        chunk, d = item
+        return _features_sorted(chunk, sensor_families, w, specs, d)
 
     # Chunks are independent: threads overlap the numpy/Python parts with Polars work, and the caller's work on
     # one chunk (e.g. writing it) with computing the next ones.
@@ -437,13 +771,13 @@ def _features_sorted(
     sensor_families: Mapping[str, str],
     w: _Windows,
     specs: list[FeatureSpec],
-    dt_us: int | None,
-    fft_block: int,
+    d: _Durations,
 ) -> pl.DataFrame:
-    """Features of whole devices, rows sorted by (device_id, ts)."""
+    """Features of whole devices, rows sorted by (device_id, ts), with the durations ``d`` (one interval)."""
     sensors = list(sensor_families)
-    horizon_us = window_us(w.long)
-    robust_block_us = max(window_us(w.mid) // ROBUST_BLOCKS, 1)
+    horizon_us = d.us[w.long]
+    robust_block_us = d.robust_block_us
+    dt_us, fft_block = d.dt_us, d.fft_block
     dev, state = pl.col("device_id"), pl.col("state")
     f64 = pl.Float64
 
@@ -479,7 +813,7 @@ def _features_sorted(
             _run=pl.col("_bstart").cum_sum().cast(pl.Int64) - 1,
         )
     )
-    layout = _Layout(base, dt_us, w)
+    layout = _Layout(base, d)
     ts_, first_ts = pl.col("_kus"), pl.col("_first_k")
     row, first_row = pl.col("_row"), pl.col("_first_row")
 
@@ -558,9 +892,13 @@ def _features_sorted(
         new_run[1:] |= sblk[1:] != sblk[:-1]
         starts = np.flatnonzero(new_run)
         lengths = np.diff(np.append(starts, ts_np.size))
+        slots = None
+        if d.auto:  # absent rows are missing samples of their block
+            idx, last_row = _block_slots(ts_np, starts, lengths, fft_block, sblk[starts] * (fft_block * dt_us), dt_us)
+            slots = (idx, last_row, dt_us)
         del sblk, new_run
         for s in spectral:
-            last, vals = _spectra(base[s].to_numpy(), ts_np, starts, lengths, fft_block)
+            last, vals = _spectra(base[s].to_numpy(), ts_np, starts, lengths, fft_block, slots)
             if not last.size:
                 continue
             # a row gets the last usable block that ended at or before it, within the horizon
@@ -611,7 +949,7 @@ def _features_sorted(
         # least-squares slope per minute: cov(t, x) / var(t), cov by polarisation
         var, vt, vtx = pl.col(f"_var|{s}|{w.long}"), pl.col(f"_vt|{s}"), pl.col(f"_vtx|{s}")
         exprs[feature_name(s, "slope", w.long)] = pl.when(vt > 1e-12).then((vtx - vt - var) / (2.0 * vt))
-        for win in dict.fromkeys((w.short, w.long)):
+        for win in w.delta:
             exprs[feature_name(s, "delta", win)] = x - pl.col(f"_mean|{s}|{win}")
         exprs[feature_name(s, "robust_z", w.mid)] = ((x - pl.col(f"_rmed|{s}")) / pl.col(f"_rscale|{s}")).clip(
             -ROBUST_Z_CLIP, ROBUST_Z_CLIP

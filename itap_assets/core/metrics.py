@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
@@ -31,14 +32,22 @@ from sklearn import metrics as skm
 
 from itap_assets.core.parallel import default_threads
 
-CRITICAL_FAULTS: tuple[str, ...] = ("bearing_wear", "overheat_drift", "power_spike")
-FAULT_FAMILIES: dict[str, tuple[str, ...]] = {
-    "bearing_wear": ("Vibration",),
-    "overheat_drift": ("Temperature",),
-    "power_spike": ("Voltage", "Current"),
-    # sensor_dropout: the family of the dropped sensor (see `fault_episodes` / `expected_families`)
-}
-DROPOUT = "sensor_dropout"
+@dataclass(frozen=True)
+class FaultTags:
+    """What the labels mean, from the config (``evaluation:``) or the data source (the simulator's own faults):
+    which tags are critical (``None``: every tag), which sensor families are each tag's right root cause, and which
+    tags are sensor dropouts (their root cause is the family of the dropped sensor). A tag without a family is
+    detected and alerted like any other; only its root cause is not graded."""
+
+    critical: tuple[str, ...] | None = None
+    families: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    dropout: tuple[str, ...] = ()
+
+    def critical_expr(self) -> pl.Expr:
+        tag = pl.col("fault_tag")
+        return tag.is_not_null() if self.critical is None else tag.is_in(list(self.critical))
+
+
 _KEYS = {"ts", "day", "device_id", "state", "fault_tag", "fault_id", "warmup", "in_training"}
 
 
@@ -82,10 +91,11 @@ def _dropped_sensor(frame: pl.DataFrame, sensors: Sequence[str]) -> pl.DataFrame
     return per.select("device_id", "fault_id").with_columns(fault_sensor=pl.Series(best, dtype=pl.Utf8))
 
 
-def fault_episodes(telemetry: pl.DataFrame, sensors: Sequence[str] | None = None) -> pl.DataFrame:
+def fault_episodes(telemetry: pl.DataFrame, sensors: Sequence[str] | None = None,
+                   tags: FaultTags = FaultTags()) -> pl.DataFrame:
     """Labelled episodes: ``device_id, fault_id, fault_tag, start_ts, end_ts, n_points, fault_sensor``.
 
-    ``fault_sensor`` is the dropped sensor of a ``sensor_dropout`` episode (the sensor most NULL/flat-lined inside
+    ``fault_sensor`` is the dropped sensor of a dropout episode (``tags.dropout``) (the sensor most NULL/flat-lined inside
     it; needs the sensor columns, by default every float column of ``telemetry``) and NULL for other fault types.
     """
     lab = telemetry.filter(pl.col("fault_id").is_not_null())
@@ -101,7 +111,7 @@ def fault_episodes(telemetry: pl.DataFrame, sensors: Sequence[str] | None = None
         )
         .sort("device_id", "start_ts")
     )
-    drop = lab.filter(pl.col("fault_tag") == DROPOUT)
+    drop = lab.filter(pl.col("fault_tag").is_in(list(tags.dropout)))
     if drop.height:
         sens = _dropped_sensor(drop, [s for s in sensors if s in drop.columns])
         eps = eps.join(sens, on=["device_id", "fault_id"], how="left")
@@ -110,16 +120,17 @@ def fault_episodes(telemetry: pl.DataFrame, sensors: Sequence[str] | None = None
     return eps
 
 
-def expected_families(episodes: pl.DataFrame, sensor_families: Mapping[str, str]) -> pl.DataFrame:
+def expected_families(episodes: pl.DataFrame, sensor_families: Mapping[str, str],
+                      tags: FaultTags = FaultTags()) -> pl.DataFrame:
     """``device_id, fault_id, fault_tag, expected`` (list of acceptable root-cause families per episode)."""
     rows = []
     for r in episodes.iter_rows(named=True):
         tag = r["fault_tag"]
-        if tag == DROPOUT:
+        if tag in tags.dropout:
             fam = sensor_families.get(r.get("fault_sensor") or "")
             exp = [fam] if fam else []
         else:
-            exp = list(FAULT_FAMILIES.get(tag, ()))
+            exp = list(tags.families.get(tag, ()))
         rows.append({"device_id": r["device_id"], "fault_id": r["fault_id"], "fault_tag": tag, "expected": exp})
     return pl.DataFrame(
         rows,
@@ -261,7 +272,8 @@ def post_fault_mask(frame: pl.DataFrame, grace_s: float) -> np.ndarray:
     return fault_free & same_device & (row_key - last_end <= int(grace_s * 1e6))
 
 
-def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = None) -> dict:
+def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = None,
+                      tags: FaultTags = FaultTags()) -> dict:
     """Point and episode detection metrics (see module doc). ``scores`` columns: ``device_id, ts, score, is_anomaly,
     in_training, fault_tag, fault_id``. Returns ``{"overall": {...}, "by_fault_type": {tag: {...}}}``.
 
@@ -297,7 +309,7 @@ def detection_metrics(scores: pl.DataFrame, post_fault_grace_s: float | None = N
             }
             block.update(_episode_block(eps.filter(pl.col("fault_tag") == tag)))
             by_type[tag] = block
-        crit = eps.filter(pl.col("fault_tag").is_in(list(CRITICAL_FAULTS)))
+        crit = eps.filter(tags.critical_expr())
         overall.update({f"critical_{k}": v for k, v in _episode_block(crit).items()})
         if post_fault_grace_s is not None:
             post = post_fault_mask(df, post_fault_grace_s)[order.to_numpy()]
@@ -334,11 +346,12 @@ def root_cause_accuracy(
     explained: pl.DataFrame,
     sensor_families: Mapping[str, str],
     episodes: pl.DataFrame | None = None,
+    tags: FaultTags = FaultTags(),
 ) -> dict:
-    """Share of explained, flagged fault points whose ``top_family`` is the fault's family.
+    """Share of explained, flagged fault points whose ``top_family`` is the fault's family (``tags``).
 
     ``explained``: ``device_id, fault_id, fault_tag, top_family`` per flagged point (fault-free points are ignored;
-    ``in_training`` rows too). The family of a ``sensor_dropout`` episode is that of its dropped sensor, taken from
+    ``in_training`` rows too). The family of a dropout episode is that of its dropped sensor, taken from
     (first that applies) a ``fault_sensor`` column of ``explained``, ``episodes`` (``fault_episodes`` output) or the
     sensor columns of ``explained`` itself. Point level: every flagged point counts (a point with NULL
     ``top_family`` is wrong). Episode level: the most frequent ``top_family`` of an episode's points. Faults whose
@@ -358,10 +371,10 @@ def root_cause_accuracy(
     elif episodes is not None:
         eps = episodes.select("device_id", "fault_id", "fault_tag", "fault_sensor")
     else:
-        eps = fault_episodes(df, [s for s in sensor_families if s in df.columns]).select(
+        eps = fault_episodes(df, [s for s in sensor_families if s in df.columns], tags).select(
             "device_id", "fault_id", "fault_tag", "fault_sensor"
         )
-    exp = expected_families(eps, sensor_families).select("device_id", "fault_id", "expected")
+    exp = expected_families(eps, sensor_families, tags).select("device_id", "fault_id", "expected")
     df = df.join(exp, on=["device_id", "fault_id"], how="left").with_columns(
         pl.col("expected").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
     )
@@ -410,6 +423,7 @@ def alert_quality(
     fault_free_device_days: int,
     flagged_points: int,
     evidence_window_s: float | None = None,
+    tags: FaultTags = FaultTags(),
 ) -> dict:
     """Quality of routed alerts against labelled episodes.
 
@@ -421,7 +435,7 @@ def alert_quality(
     ``alert.start_ts <= episode.end_ts and alert.end_ts >= episode.start_ts`` (closed intervals).
 
     * ``episodes_alerted`` / ``episode_alert_recall``: episodes covered by at least one alert; ``critical_*`` the
-      same for bearing_wear, overheat_drift and power_spike; per fault type under ``by_fault_type``.
+      same for the critical tags (``tags``); per fault type under ``by_fault_type``.
     * ``alert_precision``: active alerts covering some episode / active alerts.
     * ``median_time_to_alert_s``: per alerted episode, earliest covering alert start - episode start, floored at 0
       (an alert already open when the fault starts counts as immediate).
@@ -472,7 +486,7 @@ def alert_quality(
         }
     overall = {
         **block(epq),
-        **{f"critical_{k}": v for k, v in block(epq.filter(pl.col("fault_tag").is_in(list(CRITICAL_FAULTS)))).items()},
+        **{f"critical_{k}": v for k, v in block(epq.filter(tags.critical_expr())).items()},
         "active_alerts": n_alerts,
         "suppressed_alerts": alerts.height - n_alerts,
         "alerts_covering_fault": covering,

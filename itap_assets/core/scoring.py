@@ -16,7 +16,7 @@ import polars as pl
 from itap_assets.core.detector import Detector, Scored, fit_detector
 from itap_assets.core.drift import feature_profile
 from itap_assets.core.explain import explain_points, explain_schema
-from itap_assets.core.thresholds import k_of_n_expr, pot_threshold_details, quantile_threshold
+from itap_assets.core.thresholds import k_of_n_expr, k_of_n_statistic, pot_threshold_details, quantile_threshold
 from itap_assets.settings import ModelSettings
 
 SCORES_SCHEMA = {
@@ -51,20 +51,32 @@ def fit_device_model(
 ) -> tuple[Detector, dict]:
     """Fit the configured detector on one device's baseline rows and pick its threshold without labels."""
     if train.height < model.min_training_rows:
+        span = f", {train['ts'].min()} to {train['ts'].max()}" if train.height else ""
         raise BaselineError(
             f"device {device_id}: only {train.height} baseline rows in the training window "
-            f"({describe_training(model)}), need at least model.min_training_rows={model.min_training_rows}. "
-            "Materialize more days for this device, or widen model.training in the config."
+            f"({describe_training(model)}{span}; warm-up and MAINT rows are not fitted), need at least "
+            f"model.min_training_rows={model.min_training_rows}. Widen model.training in the config (or materialize "
+            "more days for this device), or lower model.min_training_rows."
         )
     det = fit_detector(feature_matrix(train, feature_names), list(feature_names), kind=model.detector,
-                       seed=model.seed)
-    baseline = det.baseline_scores
+                       seed=model.seed, evidence_rows=model.evidence_rows,
+                       min_effective_samples=model.min_effective_samples)
+    return det, smoothed_threshold(det.baseline_scores, model)
+
+
+def smoothed_threshold(baseline: np.ndarray, model: ModelSettings) -> dict:
+    """The threshold of what pages someone: fitted on the k-of-n statistic of the out-of-fold baseline scores (the
+    k-th largest of the last n), because ``k_of_n(s > t) == k_of_n_statistic(s) > t``. A threshold fitted on single
+    points would be set by isolated baseline spikes that the smoothing drops anyway, and its promised risk would
+    not be the risk of the flags that reach the alerts."""
+    s = model.smoothing
+    stat = k_of_n_statistic(baseline, s.k, s.n) if s else baseline
     t = model.threshold
     if t.method == "pot":
-        details = pot_threshold_details(baseline, t.tail_quantile, t.risk)
+        details = pot_threshold_details(stat, t.tail_quantile, t.risk)
     else:
-        details = {"method": "quantile", "quantile": t.quantile, "threshold": quantile_threshold(baseline, t.quantile)}
-    return det, details
+        details = {"method": "quantile", "quantile": t.quantile, "threshold": quantile_threshold(stat, t.quantile)}
+    return {**details, "fitted_on": f"{s.k}-of-{s.n} statistic" if s else "point scores"}
 
 
 def describe_training(model: ModelSettings) -> str:

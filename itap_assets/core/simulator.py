@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 from scipy.signal import lfilter
 
+from itap_assets.core.metrics import FaultTags
 from itap_assets.core.parallel import ordered_map
 from itap_assets.core.schemas import canonical_schema
 from itap_assets.settings import SimulationSettings
@@ -25,6 +26,12 @@ STATES = ("RUN", "IDLE", "MAINT")
 RUN, IDLE, MAINT = 0, 1, 2
 FAULT_TYPES = ("bearing_wear", "overheat_drift", "power_spike", "sensor_dropout")
 FAULT_WEIGHTS = (0.27, 0.25, 0.28, 0.20)
+# What the simulator's labels mean, for evaluation (a files source says it in its config's `evaluation:`).
+SIMULATOR_FAULT_TAGS = FaultTags(
+    critical=("bearing_wear", "overheat_drift", "power_spike"),
+    families={"bearing_wear": ("Vibration",), "overheat_drift": ("Temperature",), "power_spike": ("Voltage", "Current")},
+    dropout=("sensor_dropout",),
+)
 # Episode duration ranges in seconds.
 FAULT_DURATION_S = {
     "bearing_wear": (2 * 3600, 6 * 3600),

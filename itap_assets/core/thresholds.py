@@ -18,12 +18,15 @@ an empirical quantile cannot do for risks below ``1 / n``.
 
 Fallbacks (documented, deterministic):
 
-* fewer than ``min_exceedances`` (default 20) points above ``u``, or fewer than ``2 * min_exceedances`` finite
-  baseline scores: not enough tail to fit -> empirical quantile ``1 - risk`` (numpy "linear"; for ``risk < 1/n`` this
+* fewer than ``min_exceedances`` (default 20) points above ``u`` even so (see below), or fewer than
+  ``2 * min_exceedances`` finite baseline scores: not enough tail to fit -> empirical quantile ``1 - risk`` (numpy "linear"; for ``risk < 1/n`` this
   is the baseline maximum);
 * all exceedances equal (a flat tail), or a fit that returns a non-finite / non-positive scale: exponential tail
   (``xi = 0``) with the maximum-likelihood scale ``sigma = mean(excess)``; if that is also 0 the threshold is ``u``;
 * ``risk >= zeta`` (the requested quantile lies inside the body, below ``u``): empirical quantile ``1 - risk``;
+* a short baseline with fewer than ``min_exceedances`` points above ``tail_quantile`` (fewer than 1,000 points at
+  0.98): the tail starts at the quantile ``1 - min_exceedances / n`` instead (not below 0.8), so a risk far below
+  ``1 / n`` is still extrapolated rather than set to the baseline maximum;
 * the shape is clipped to ``[-0.5, 1.0]`` (``xi < -0.5`` is a pathological MLE on near-bounded samples, ``xi > 1``
   has no finite mean and extrapolates explosively); the result is never below ``u``.
 
@@ -35,7 +38,7 @@ per device in Polars).
 
 Smoothing changes the false-alarm rate a threshold gives, so fit the threshold on what the smoothed flag really
 tests: ``k_of_n(s > t, k, n)`` equals ``k_of_n_statistic(s, k, n) > t`` (the k-th largest score of the window), and
-``smoothed_threshold(baseline, k, n)`` is the POT (or quantile) threshold of that statistic on the baseline. Without
+``scoring.smoothed_threshold`` is the POT (or quantile) threshold of that statistic on the baseline. Without
 it a threshold fitted on single points is needlessly high (isolated baseline spikes that k-of-n would drop anyway
 set it) and misses slow faults.
 """
@@ -52,6 +55,7 @@ from scipy import stats
 
 XI_MIN, XI_MAX = -0.5, 1.0
 DEFAULT_MIN_EXCEEDANCES = 20
+MIN_TAIL_QUANTILE = 0.8
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:
@@ -167,6 +171,12 @@ def pot_threshold_details(
     """``pot_threshold`` plus the fitted tail (JSON-able dict: threshold, method, u, xi, sigma, zeta, n, ...)."""
     if not 0.0 < risk < 1.0:
         raise ValueError(f"risk={risk} must be in (0, 1)")
+    n = _finite(baseline_scores).size
+    # A short baseline has too few points above the configured tail quantile to fit a tail: start the tail lower
+    # (min_exceedances points above it, never below MIN_TAIL_QUANTILE) rather than fall back to its maximum,
+    # which promises a risk of 1 / n whatever the configured risk.
+    if n * (1.0 - tail_quantile) < min_exceedances <= n * (1.0 - MIN_TAIL_QUANTILE):
+        tail_quantile = 1.0 - min_exceedances / n
     tail = fit_gpd_tail(baseline_scores, tail_quantile, min_exceedances)
     method = tail.method
     if method == "empirical" or risk >= tail.zeta:
@@ -210,26 +220,6 @@ def k_of_n_statistic(scores: np.ndarray, k: int, n: int) -> np.ndarray:
     padded = np.concatenate([np.full(n - 1, -np.inf), s])
     windows = np.lib.stride_tricks.sliding_window_view(padded, n)
     return np.partition(windows, n - k, axis=1)[:, n - k]
-
-
-def smoothed_threshold(
-    baseline_scores: np.ndarray,
-    k: int = 1,
-    n: int = 1,
-    method: str = "pot",
-    tail_quantile: float = 0.98,
-    risk: float = 1e-4,
-    quantile: float = 0.999,
-) -> float:
-    """Label-free threshold for k-of-n smoothed flags: ``pot_threshold`` (``method="pot"``) or ``quantile_threshold``
-    (``method="quantile"``, at ``quantile``) of ``k_of_n_statistic(baseline_scores, k, n)``. ``baseline_scores``
-    must be in time order (``Detector.baseline_scores`` is)."""
-    stat = k_of_n_statistic(baseline_scores, k, n)
-    if method == "pot":
-        return pot_threshold(stat, tail_quantile=tail_quantile, risk=risk)
-    if method == "quantile":
-        return quantile_threshold(stat, quantile)
-    raise ValueError(f"method={method!r} must be 'pot' or 'quantile'")
 
 
 def k_of_n_expr(flag: str | pl.Expr, k: int, n: int, by: str | list[str] | None = "device_id") -> pl.Expr:

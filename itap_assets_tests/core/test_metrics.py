@@ -5,7 +5,9 @@ import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from itap_assets.core.simulator import SIMULATOR_FAULT_TAGS as TAGS
 from itap_assets.core.metrics import (
+    FaultTags,
     alert_quality,
     detection_metrics,
     episode_detection,
@@ -63,7 +65,7 @@ def frame() -> pl.DataFrame:
 
 
 def test_point_metrics(frame):
-    m = detection_metrics(frame)
+    m = detection_metrics(frame, tags=TAGS)
     o = m["overall"]
     assert o["rows"] == 35 and o["training_rows_excluded"] == 5
     assert o["positives"] == 12 and o["negatives"] == 23 and o["flagged"] == 4
@@ -85,7 +87,7 @@ def test_episode_metrics(frame):
     assert row["A-F1"]["detected"] and row["A-F1"]["delay_s"] == pytest.approx(20.0)
     assert not row["B-F1"]["detected"] and row["B-F1"]["delay_s"] is None
     assert row["B-F2"]["delay_s"] == pytest.approx(10.0)
-    m = detection_metrics(frame)
+    m = detection_metrics(frame, tags=TAGS)
     o, per = m["overall"], m["by_fault_type"]
     assert o["episodes"] == 3 and o["episodes_detected"] == 2
     assert o["critical_episodes"] == 2 and o["critical_episode_recall"] == pytest.approx(0.5)
@@ -107,8 +109,8 @@ def test_post_fault_rows_are_found_per_device_whatever_the_row_order():
 
 
 def test_post_fault_grace_reports_extra_keys_only(frame):
-    plain = detection_metrics(frame)["overall"]
-    graced = detection_metrics(frame, post_fault_grace_s=30.0)["overall"]
+    plain = detection_metrics(frame, tags=TAGS)["overall"]
+    graced = detection_metrics(frame, post_fault_grace_s=30.0, tags=TAGS)["overall"]
     assert graced["false_alarm_rate"] == plain["false_alarm_rate"]
     assert graced["post_fault_rows"] == 9 and graced["post_fault_flagged"] == 0
     assert graced["false_alarm_rate_excl_post_fault"] == pytest.approx(1 / 14)
@@ -130,17 +132,17 @@ def test_undefined_metrics_are_none():
             "fault_id": pl.Series([None, None, None], dtype=pl.Utf8),
         }
     )
-    o = detection_metrics(df)["overall"]
+    o = detection_metrics(df, tags=TAGS)["overall"]
     assert o["roc_auc"] is None and o["recall"] is None and o["episodes"] == 0
     assert o["false_alarm_rate"] == pytest.approx(1 / 3) and o["unscored_rows"] == 1
 
 
 def test_fault_episodes_find_the_dropped_sensor(frame):
-    eps = fault_episodes(frame.drop("score", "is_anomaly", "in_training"))
+    eps = fault_episodes(frame.drop("score", "is_anomaly", "in_training"), tags=TAGS)
     got = {r["fault_id"]: r for r in eps.iter_rows(named=True)}
     assert got["B-F2"]["fault_sensor"] == "temp_c" and got["A-F1"]["fault_sensor"] is None
     assert got["A-F1"]["start_ts"] == ts(8) and got["A-F1"]["end_ts"] == ts(11) and got["A-F1"]["n_points"] == 4
-    exp = {r["fault_id"]: r["expected"] for r in expected_families(eps, SENSOR_FAMILIES).iter_rows(named=True)}
+    exp = {r["fault_id"]: r["expected"] for r in expected_families(eps, SENSOR_FAMILIES, TAGS).iter_rows(named=True)}
     assert exp == {"A-F1": ["Vibration"], "B-F1": ["Voltage", "Current"], "B-F2": ["Temperature"]}
 
 
@@ -153,18 +155,18 @@ def test_root_cause_accuracy(frame):
             "top_family": ["Vibration", "Vibration", "Temperature", "Voltage", "Temperature", None],
         }
     )
-    eps = fault_episodes(frame)
-    r = root_cause_accuracy(explained, SENSOR_FAMILIES, episodes=eps)
+    eps = fault_episodes(frame, tags=TAGS)
+    r = root_cause_accuracy(explained, SENSOR_FAMILIES, episodes=eps, tags=TAGS)
     assert r["overall"]["points"] == 5 and r["overall"]["accuracy"] == pytest.approx(3 / 5)
     assert r["overall"]["episodes"] == 2 and r["overall"]["episode_accuracy"] == 1.0
     assert r["by_fault_type"]["bearing_wear"]["accuracy"] == pytest.approx(2 / 3)
     assert r["by_fault_type"]["sensor_dropout"]["accuracy"] == pytest.approx(1 / 2)
     # the dropped sensor can also come from a fault_sensor column ...
     with_sensor = explained.with_columns(fault_sensor=pl.lit("temp_c"))
-    assert root_cause_accuracy(with_sensor, SENSOR_FAMILIES)["by_fault_type"]["sensor_dropout"]["accuracy"] == 0.5
+    assert root_cause_accuracy(with_sensor, SENSOR_FAMILIES, tags=TAGS)["by_fault_type"]["sensor_dropout"]["accuracy"] == 0.5
     # ... or be derived from sensor columns carried by the explained rows
     flagged = frame.filter(pl.col("is_anomaly")).with_columns(top_family=pl.lit("Temperature"))
-    r2 = root_cause_accuracy(flagged, SENSOR_FAMILIES)
+    r2 = root_cause_accuracy(flagged, SENSOR_FAMILIES, tags=TAGS)
     assert r2["by_fault_type"]["sensor_dropout"]["accuracy"] == 1.0
     assert r2["by_fault_type"]["bearing_wear"]["accuracy"] == 0.0
 
@@ -175,13 +177,13 @@ def test_root_cause_leaves_out_faults_whose_family_is_unknown():
         "fault_tag": ["bearing_wear", "bearing_wear", "fault"],  # a generic tag from a plant's files
         "top_family": ["Vibration", "Temperature", "Voltage"], "fault_sensor": [None, None, None],
     }, schema_overrides={"fault_sensor": pl.Utf8})
-    r = root_cause_accuracy(explained, SENSOR_FAMILIES)["overall"]
+    r = root_cause_accuracy(explained, SENSOR_FAMILIES, tags=TAGS)["overall"]
     assert r["accuracy"] == pytest.approx(1 / 2) and r["points"] == 2
     assert r["points_unknown_family"] == 1 and r["episodes_unknown_family"] == 1
 
 
 def test_alert_quality(frame):
-    eps = fault_episodes(frame)
+    eps = fault_episodes(frame, tags=TAGS)
     alerts = pl.DataFrame(
         {
             "alert_id": ["a1", "a2", "a3", "a4"],
@@ -193,7 +195,7 @@ def test_alert_quality(frame):
             "suppressed_by": [None, None, "a9", None],
         }
     )
-    q = alert_quality(alerts, eps, fault_free_device_days=2, flagged_points=4)
+    q = alert_quality(alerts, eps, fault_free_device_days=2, flagged_points=4, tags=TAGS)
     o = q["overall"]
     assert o["episodes"] == 3 and o["episodes_alerted"] == 2
     assert o["critical_episodes"] == 2 and o["critical_episodes_alerted"] == 1
@@ -208,10 +210,23 @@ def test_alert_quality(frame):
 def test_fault_free_device_days_and_long_frame(frame):
     assert fault_free_device_days(frame) == 0
     assert fault_free_device_days(frame.with_columns(fault_id=pl.lit(None, pl.Utf8))) == 2
-    long = metrics_frame(detection_metrics(frame), family="detection")
+    long = metrics_frame(detection_metrics(frame, tags=TAGS), family="detection")
     assert long.columns == ["metric", "scope", "value"]
     assert long.schema["value"] == pl.Float64
     got = {(r["metric"], r["scope"]): r["value"] for r in long.iter_rows(named=True)}
     assert got[("detection.precision", "all")] == pytest.approx(0.75)
     assert got[("detection.episode_recall", "fault_type=power_spike")] == 0.0
     assert got[("detection.median_delay_s", "fault_type=power_spike")] is None
+
+
+def test_labels_mean_what_the_config_says(frame):
+    """Any tag works: without a family it is detected and alerted but its root cause is not graded; the critical
+    tags come from the config, not from the simulator's names."""
+    generic = FaultTags()
+    m = detection_metrics(frame, tags=generic)["overall"]
+    assert m["critical_episodes"] == m["episodes"]  # every tag critical when none is named
+    eps = fault_episodes(frame, tags=generic)
+    assert eps["fault_sensor"].null_count() == eps.height  # no dropout tags: no dropped sensor looked for
+    only = FaultTags(critical=("power_spike",), families={"power_spike": ("Voltage",)})
+    assert detection_metrics(frame, tags=only)["overall"]["critical_episodes"] == \
+        eps.filter(pl.col("fault_tag") == "power_spike").height

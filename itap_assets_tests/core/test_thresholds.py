@@ -13,7 +13,6 @@ from itap_assets.core.thresholds import (
     pot_threshold,
     pot_threshold_details,
     quantile_threshold,
-    smoothed_threshold,
 )
 
 
@@ -142,16 +141,3 @@ def test_k_of_n_frame_is_per_device_and_sorts():
     assert nulls.select(k_of_n_expr("f", 2, 2))["f"].to_list() == [False, False, False]
 
 
-def test_smoothed_threshold_controls_smoothed_false_alarms():
-    rng = np.random.default_rng(7)
-    # autocorrelated baseline scores with isolated spikes that k-of-n removes
-    base = np.convolve(rng.exponential(size=60_000), np.ones(5) / 5, mode="same")
-    base[rng.choice(base.size, 60, replace=False)] += 20.0
-    single = pot_threshold(base, risk=1e-3)
-    smooth = smoothed_threshold(base, 2, 3, risk=1e-3)
-    assert smooth < single  # isolated spikes no longer set the threshold
-    fresh = np.convolve(rng.exponential(size=60_000), np.ones(5) / 5, mode="same")
-    assert k_of_n(fresh > smooth, 2, 3).mean() < 5e-3
-    assert smoothed_threshold(base, 2, 3, method="quantile", quantile=0.999) == pytest.approx(
-        np.quantile(k_of_n_statistic(base, 2, 3)[1:], 0.999)  # the first point has no 2-of-3 window yet (-inf)
-    )
