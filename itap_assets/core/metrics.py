@@ -160,12 +160,6 @@ def _eval_rows(scores: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return df, n_train
 
 
-def episode_detection(scores: pl.DataFrame) -> pl.DataFrame:
-    """One row per evaluated episode: ``device_id, fault_id, fault_tag, start_ts, end_ts, n_points, n_flagged,
-    detected, first_flag_ts, delay_s`` (training rows left out)."""
-    return _episodes(_eval_rows(scores)[0])
-
-
 def _episodes(df: pl.DataFrame) -> pl.DataFrame:
     return (
         df.filter(pl.col("_pos"))

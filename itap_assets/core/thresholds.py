@@ -33,8 +33,8 @@ Fallbacks (documented, deterministic):
 k-of-n smoothing
 ----------------
 ``k_of_n(flags, k, n)``: a point is flagged when at least ``k`` of the last ``n`` points (itself included) crossed the
-threshold. Vectorised with a cumulative sum; one device per call (``k_of_n_expr`` / ``k_of_n_frame`` do the same
-per device in Polars).
+threshold. Vectorised with a cumulative sum; one device per call (``k_of_n_expr`` does the same per device in
+Polars).
 
 Smoothing changes the false-alarm rate a threshold gives, so fit the threshold on what the smoothed flag really
 tests: ``k_of_n(s > t, k, n)`` equals ``k_of_n_statistic(s, k, n) > t`` (the k-th largest score of the window), and
@@ -232,17 +232,3 @@ def k_of_n_expr(flag: str | pl.Expr, k: int, n: int, by: str | list[str] | None 
     if by is not None:
         counts = counts.over(by)
     return counts >= k
-
-
-def k_of_n_frame(
-    frame: pl.DataFrame,
-    flag: str,
-    k: int,
-    n: int,
-    by: str | list[str] | None = "device_id",
-    order_by: str = "ts",
-    out: str | None = None,
-) -> pl.DataFrame:
-    """``frame`` sorted by ``by, order_by`` with the smoothed flag in ``out`` (default: overwrite ``flag``)."""
-    keys = ([by] if isinstance(by, str) else list(by or [])) + [order_by]
-    return frame.sort(keys).with_columns(k_of_n_expr(flag, k, n, by).alias(out or flag))

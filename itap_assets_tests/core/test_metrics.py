@@ -10,7 +10,6 @@ from itap_assets.core.metrics import (
     FaultTags,
     alert_quality,
     detection_metrics,
-    episode_detection,
     expected_families,
     fault_episodes,
     fault_free_device_days,
@@ -81,12 +80,6 @@ def test_point_metrics(frame):
 
 
 def test_episode_metrics(frame):
-    eps = episode_detection(frame)
-    assert eps.height == 3
-    row = {r["fault_id"]: r for r in eps.iter_rows(named=True)}
-    assert row["A-F1"]["detected"] and row["A-F1"]["delay_s"] == pytest.approx(20.0)
-    assert not row["B-F1"]["detected"] and row["B-F1"]["delay_s"] is None
-    assert row["B-F2"]["delay_s"] == pytest.approx(10.0)
     m = detection_metrics(frame, tags=TAGS)
     o, per = m["overall"], m["by_fault_type"]
     assert o["episodes"] == 3 and o["episodes_detected"] == 2

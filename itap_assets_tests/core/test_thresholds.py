@@ -8,7 +8,6 @@ from itap_assets.core.thresholds import (
     fit_gpd_tail,
     k_of_n,
     k_of_n_expr,
-    k_of_n_frame,
     k_of_n_statistic,
     pot_threshold,
     pot_threshold_details,
@@ -124,20 +123,12 @@ def test_k_of_n_rejects_bad_parameters():
         k_of_n_statistic(np.ones(3), 0, 2)
 
 
-def test_k_of_n_frame_is_per_device_and_sorts():
-    rng = np.random.default_rng(6)
-    ts = np.arange(50).astype("datetime64[s]").astype("datetime64[us]")
-    a = rng.random(50) < 0.4
-    b = rng.random(50) < 0.4
-    frame = pl.DataFrame(
-        {"device_id": ["A"] * 50 + ["B"] * 50, "ts": np.r_[ts, ts], "flag": np.r_[a, b]}
-    ).sample(fraction=1.0, shuffle=True, seed=1)
-    out = k_of_n_frame(frame, "flag", 2, 3, out="smoothed")
-    for dev, raw in (("A", a), ("B", b)):
-        got = out.filter(pl.col("device_id") == dev)["smoothed"].to_numpy()
-        assert np.array_equal(got, k_of_n(raw, 2, 3))
-    # null flags count as not flagged
-    nulls = pl.DataFrame({"device_id": ["A"] * 3, "f": [True, None, True]})
-    assert nulls.select(k_of_n_expr("f", 2, 2))["f"].to_list() == [False, False, False]
 
 
+def test_k_of_n_expr_is_per_device():
+    rng = np.random.default_rng(2)
+    flags = rng.random(60) < 0.4
+    frame = pl.DataFrame({"device_id": ["a"] * 30 + ["b"] * 30, "flag": flags})
+    got = frame.select(k_of_n_expr("flag", 2, 3).alias("smooth"))["smooth"].to_numpy()
+    want = np.concatenate([k_of_n(flags[:30], 2, 3), k_of_n(flags[30:], 2, 3)])  # b restarts: no carry-over from a
+    np.testing.assert_array_equal(got, want)
