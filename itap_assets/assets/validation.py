@@ -4,7 +4,7 @@ import dagster as dg
 import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
-from itap_assets.core.validation import REASONS, contract_failures, split_telemetry
+from itap_assets.core.validation import REASONS, contract_failures, counts_as_rejected, split_telemetry
 from itap_assets.partitions import day_device_partitions
 from itap_assets.resources import DUCKDB_POOL, ItapConfig
 
@@ -22,7 +22,8 @@ CHECKS = [
     _check(
         "structure_and_quarantine_share",
         "Blocking: required columns with the right types, at least one row, and a quarantined share at or below "
-        "validation.max_quarantine_share in every partition. When it fails, validated/quarantine are still written "
+        "validation.max_quarantine_share in every partition (exact copies do not count, the conflicting versions "
+        "of one timestamp count once). When it fails, validated/quarantine are still written "
         "(inspect them) but downstream steps of this run do not run.",
         blocking=True,
     ),
@@ -38,12 +39,11 @@ def _per_partition(raw: pl.DataFrame, validated: pl.DataFrame, quarantine: pl.Da
     def counts(frame: pl.DataFrame, name: str, extra: list[pl.Expr] = ()) -> pl.DataFrame:
         return frame.group_by(PARTITION).agg(pl.len().alias(name), *extra)
 
-    rejected = pl.col("reason") != "duplicate_exact"
+    rejected = counts_as_rejected().sum().alias("rejected_rows")
     table = (
         counts(raw, "raw_rows")
         .join(counts(validated, "validated_rows"), on=PARTITION, how="full", coalesce=True)
-        .join(counts(quarantine, "quarantined_rows", [rejected.sum().alias("rejected_rows")]), on=PARTITION,
-              how="full", coalesce=True)
+        .join(counts(quarantine, "quarantined_rows", [rejected]), on=PARTITION, how="full", coalesce=True)
         .fill_null(0)
         .with_columns(
             (pl.col("rejected_rows") / pl.col("raw_rows")).fill_nan(0.0).alias("rejected_share"),

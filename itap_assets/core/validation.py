@@ -2,6 +2,9 @@
 
 Nothing is dropped: rows in = validated + quarantined. Exact duplicate rows keep one copy in `validated` and the
 extra copies go to quarantine as `duplicate_exact` (harmless, so they do not count against the quarantine limit).
+Conflicting versions of one timestamp are all quarantined (`duplicate_conflict`) but count as one rejected row
+against the limit: one sample is lost, however many versions of it arrived (a clock set back at a DST switch
+re-sends a whole hour onto one timestamp).
 Missing sensor values (NULL) are not a rejection: dropout is a fault the detector must see.
 """
 
@@ -36,6 +39,15 @@ REASONS = {
 HARMLESS_REASONS = ("duplicate_exact",)
 
 
+def counts_as_rejected() -> pl.Expr:
+    """Per quarantine row: does it count against validation.max_quarantine_share? Harmless exact copies do not;
+    of the conflicting versions of one (device_id, ts), only the first does — one sample is lost, however many
+    versions of it arrived. Use over a whole quarantine frame or per partition (group_by day, device_id)."""
+    reason = pl.col("reason")
+    extra_version = (reason == "duplicate_conflict") & ~pl.struct("device_id", "ts", "reason").is_first_distinct()
+    return ~reason.is_in(HARMLESS_REASONS) & ~extra_version
+
+
 @dataclass
 class ValidationResult:
     validated: pl.DataFrame
@@ -49,9 +61,10 @@ class ValidationResult:
 
     @property
     def rejected_share(self) -> float:
-        """Quarantined share of all rows, not counting harmless exact duplicates."""
+        """Rejected share of all rows: harmless exact duplicates not counted, the conflicting versions of one
+        timestamp counted once (`counts_as_rejected`)."""
         total = self.validated.height + self.quarantine.height
-        rejected = self.quarantine.filter(~pl.col("reason").is_in(HARMLESS_REASONS)).height
+        rejected = self.quarantine.filter(counts_as_rejected()).height
         return rejected / total if total else 0.0
 
 
@@ -152,11 +165,11 @@ def _judge_duplicates(rows: pl.DataFrame, value_cols: list[str]) -> pl.DataFrame
     reason = (
         pl.when(variants > 1).then(pl.lit("duplicate_conflict")).when(copy > 0).then(pl.lit("duplicate_exact"))
     )
-    detail = pl.format("{} rows share device_id={} ts={}", pl.len().over("device_id", "ts"), pl.col("device_id"),
-                       pl.col("ts"))
-    return rows.with_columns(reason.alias("reason")).with_columns(
-        pl.when(pl.col("reason").is_not_null()).then(detail).alias("detail")
-    )
+    # The group size becomes a column before it is formatted: polars 1.44 panics ("assertion failed: i < self.len()")
+    # formatting a window expression together with other columns over a frame of several chunks.
+    judged = rows.with_columns(reason.alias("reason"), pl.len().over("device_id", "ts").alias("__rows"))
+    detail = pl.format("{} rows share device_id={} ts={}", pl.col("__rows"), pl.col("device_id"), pl.col("ts"))
+    return judged.with_columns(pl.when(pl.col("reason").is_not_null()).then(detail).alias("detail")).drop("__rows")
 
 
 def split_telemetry(

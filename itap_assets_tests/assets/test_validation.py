@@ -65,3 +65,23 @@ def test_a_missing_column_is_a_structure_failure_with_every_row_quarantined(make
     assert "missing column 'rpm'" in evaluation.description
     q = p.table("quarantine")
     assert q.height == 1440 and set(q["reason"]) == {"structure"}
+
+
+def test_an_hourly_day_with_one_conflicting_timestamp_passes_two_fail(make_pipeline):
+    """NAB's realAdExchange files (hourly) send 2011-08-24 12:00:01 twice with different values: both versions
+    are quarantined, but that is one lost sample of 24 (4 %), not 2 of 25 rows (8 %, which stopped the run)."""
+    p = make_pipeline()
+    p.register("DEV-0001")
+    day = simulate_fleet(p.settings.simulation, devices=["DEV-0001"], days=[date(2026, 1, 1)])
+    hourly = day.gather_every(60)  # 24 rows
+
+    def version(row: int) -> pl.DataFrame:
+        return hourly.slice(row, 1).with_columns(pl.col("temp_c") + 7.5)
+
+    for extra, passed in (([12], True), ([5, 12], False)):
+        _write_raw(p, pl.concat([hourly, *(version(r) for r in extra)]).sort("ts"))
+        result = p.materialize([raw_telemetry, validation], first="2026-01-01|DEV-0001",
+                               selection=["validated", "quarantine"], raise_on_error=False)
+        assert checks(result)["structure_and_quarantine_share"] is passed
+        assert checks(result)["rows_accounted_for"] is True
+        assert p.table("quarantine")["reason"].to_list() == ["duplicate_conflict"] * 2 * len(extra)

@@ -100,6 +100,32 @@ def test_conflicting_duplicates_are_all_quarantined(good):
     assert "2 rows share" in result.quarantine["detail"][0]
 
 
+def test_conflicting_versions_of_one_timestamp_count_once_against_the_limit(good):
+    """A clock set back re-sends versions onto one timestamp (NAB: a DST switch puts 12 rows on 03:00): all are
+    quarantined, but one sample is lost, so the share counts one row, however many versions arrived."""
+    versions = pl.concat([set_value(good.head(1), 0, "temp_c", 50.0 + i) for i in range(3)])
+    result = split(pl.concat([good, versions]))
+    assert reasons(result) == {"duplicate_conflict": 4}
+    assert result.validated.height == 9
+    assert result.rejected_share == pytest.approx(1 / 13)
+    other = set_value(good.slice(1, 1), 0, "temp_c", 55.5)
+    two = split(pl.concat([good, versions.head(1), other]))
+    assert reasons(two) == {"duplicate_conflict": 4}
+    assert two.rejected_share == pytest.approx(2 / 12)  # two timestamps lost
+
+
+def test_a_re_sent_timestamp_in_a_frame_of_several_chunks_is_judged_not_a_crash():
+    """Duplicates judged on rows that a filter left in several chunks (one of them empty): polars 1.44 panicked
+    ("assertion failed: i < self.len()") formatting the duplicate detail from a window expression."""
+    hourly = simulate_fleet(SimulationSettings(devices=1, days=1, sample_interval_s=60)).gather_every(60)
+    resent = pl.concat([hourly, hourly.slice(12, 1).with_columns(pl.col("temp_c") + 7.5)]).sort("ts")
+    result = split(resent)
+    assert reasons(result) == {"duplicate_conflict": 2}
+    detail = f"2 rows share device_id=DEV-0001 ts={hourly['ts'][12]}.000000"
+    assert result.quarantine["detail"].to_list() == [detail] * 2
+    assert result.rejected_share == pytest.approx(1 / 25)
+
+
 def test_text_values_in_a_numeric_column_are_quarantined_as_bad_type(good):
     mixed = good.with_columns(pl.col("rpm").cast(pl.String))
     mixed = set_value(mixed, 7, "rpm", "fast")
