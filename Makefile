@@ -38,6 +38,7 @@ test: dev
 
 bench: dev
 	$(BIN)/python bench/pipeline.py all
+	$(BIN)/python bench/real.py all
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
