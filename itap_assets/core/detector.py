@@ -233,15 +233,18 @@ class Detector:
         return out
 
     def _window_attribution(self, comp, stat: int, scored: Scored, rows: np.ndarray) -> np.ndarray:
-        """Mean attribution of a statistic over the evidence window of each row (the rows its evidence averages)."""
+        """Mean attribution of a statistic over the evidence window of each row (the rows its evidence averages).
+        Each window is a contiguous run of the rows needed, so its sum is a difference of cumulative sums."""
         full, positions = scored.sequence
-        window = positions[rows][:, None] - np.arange(self.config.evidence_rows)[None, :]
-        valid = window >= 0
-        needed, where = np.unique(window[valid], return_inverse=True)
+        end = positions[rows]
+        start = np.maximum(end - self.config.evidence_rows + 1, 0)
+        size = int(end.max()) + 2
+        covered = np.cumsum(np.bincount(start, minlength=size) - np.bincount(end + 1, minlength=size)) > 0
+        needed = np.flatnonzero(covered)  # the union of the windows
         parts = _positive(comp.attribution(self._input(comp, full.take(needed)), stat))
-        sums = np.zeros((rows.size, parts.shape[1]), dtype=np.float64)
-        np.add.at(sums, np.nonzero(valid)[0], parts[where])
-        return sums / valid.sum(axis=1, keepdims=True)
+        total = np.concatenate([np.zeros((1, parts.shape[1])), np.cumsum(parts, axis=0, dtype=np.float64)])
+        lo, hi = np.searchsorted(needed, start), np.searchsorted(needed, end) + 1
+        return (total[hi] - total[lo]) / (hi - lo)[:, None]
 
     # -- description -------------------------------------------------------------------------------------------
 
