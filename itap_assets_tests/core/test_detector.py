@@ -283,12 +283,12 @@ def test_chain_on_simulated_fleet():
         explained.append(ft[idx].hstack(explain_points(det.attribution(x[test][idx]), names, fam)))
     m = detection_metrics(pl.concat(scored), post_fault_grace_s=1800, tags=SIMULATOR_FAULT_TAGS)["overall"]
     assert m["critical_episode_recall"] == 1.0
-    assert m["false_alarm_rate_excl_post_fault"] < 0.006
+    assert m["false_alarm_rate_excl_post_fault"] < 0.005
     assert m["roc_auc"] > 0.95
     rc = root_cause_accuracy(pl.concat(explained), sensor_families,
                              episodes=fault_episodes(tele, tags=SIMULATOR_FAULT_TAGS), tags=SIMULATOR_FAULT_TAGS)
-    # dropout points: 0.72 (imputing the missing sensor to its median moves its coupled sensors' share); every
-    # episode is still blamed right
+    # 0.89 (was >= 0.9 before the detection rework): dropout points 0.72, because imputing the missing sensor to its
+    # median moves its coupled sensors' share; every episode is still blamed right
     assert rc["overall"]["accuracy"] >= 0.85 and rc["overall"]["episode_accuracy"] == 1.0
 
 
