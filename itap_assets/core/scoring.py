@@ -68,15 +68,24 @@ def smoothed_threshold(baseline: np.ndarray, model: ModelSettings) -> dict:
     """The threshold of what pages someone: fitted on the k-of-n statistic of the out-of-fold baseline scores (the
     k-th largest of the last n), because ``k_of_n(s > t) == k_of_n_statistic(s) > t``. A threshold fitted on single
     points would be set by isolated baseline spikes that the smoothing drops anyway, and its promised risk would
-    not be the risk of the flags that reach the alerts."""
+    not be the risk of the flags that reach the alerts. The statistic never exceeds the point score, so the point
+    threshold holds the smoothed flags to the risk as well: the lower of the two is used (each is extrapolated
+    from a short tail; taking the lower removes the worse of two noisy extrapolations, never adding risk)."""
     s = model.smoothing
-    stat = k_of_n_statistic(baseline, s.k, s.n) if s else baseline
     t = model.threshold
-    if t.method == "pot":
-        details = pot_threshold_details(stat, t.tail_quantile, t.risk)
-    else:
-        details = {"method": "quantile", "quantile": t.quantile, "threshold": quantile_threshold(stat, t.quantile)}
-    return {**details, "fitted_on": f"{s.k}-of-{s.n} statistic" if s else "point scores"}
+
+    def fitted(values: np.ndarray) -> dict:
+        if t.method == "pot":
+            return pot_threshold_details(values, t.tail_quantile, t.risk)
+        return {"method": "quantile", "quantile": t.quantile, "threshold": quantile_threshold(values, t.quantile)}
+
+    point = fitted(baseline)
+    if not s:
+        return {**point, "fitted_on": "point scores"}
+    smooth = fitted(k_of_n_statistic(baseline, s.k, s.n))
+    if point["threshold"] < smooth["threshold"]:
+        return {**point, "fitted_on": f"point scores (below the {s.k}-of-{s.n} statistic's {smooth['threshold']:.3f})"}
+    return {**smooth, "fitted_on": f"{s.k}-of-{s.n} statistic"}
 
 
 def describe_training(model: ModelSettings) -> str:

@@ -69,3 +69,14 @@ def test_a_short_baseline_still_extrapolates_its_tail():
     details = smoothed_threshold(short, ModelSettings(smoothing=None))
     assert details["method"] == "gpd" and details["tail_quantile"] < 0.98
     assert details["threshold"] > short.max()  # a 1e-4 risk lies beyond the largest of 340 points
+
+
+def test_the_smoothed_threshold_is_never_above_the_point_threshold():
+    from itap_assets.core.thresholds import k_of_n_statistic, pot_threshold_details
+
+    model = ModelSettings()
+    for seed in range(20):
+        base = np.random.default_rng(seed).pareto(3.0, size=400)  # short, heavy-tailed: noisy extrapolations
+        point = pot_threshold_details(base, 0.98, model.threshold.risk)["threshold"]
+        smooth = pot_threshold_details(k_of_n_statistic(base, 2, 3), 0.98, model.threshold.risk)["threshold"]
+        assert smoothed_threshold(base, model)["threshold"] == min(point, smooth)
