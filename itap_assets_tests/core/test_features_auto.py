@@ -23,7 +23,7 @@ from itap_assets.core.features import (
     parse_feature_name,
     window_plan,
 )
-from itap_assets.settings import FeatureSettings, Settings, TrainingWindow
+from itap_assets.settings import FeatureSettings, Settings
 from itap_assets_tests.core.test_features import SF, assert_frames_close, random_fleet, telemetry
 
 US = 1_000_000
