@@ -20,16 +20,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from itap_assets.core.features import (  # noqa: E402
     BAND_HIGH_MIN,
     BAND_LOW_MAX,
-    DEFAULT_WINDOWS,
-    FFT_BLOCK,
     MAX_SPECTRAL_MISSING,
-    ROBUST_BLOCKS,
     ROBUST_Z_CLIP,
     RUN_STATE,
-    SPECTRAL_FAMILIES,
-    _Windows,
     feature_name,
     feature_registry,
+)
+from itap_assets.core.windows import (  # noqa: E402
+    DEFAULT_WINDOWS,
+    FFT_BLOCK,
+    ROBUST_BLOCKS,
+    SPECTRAL_FAMILIES,
+    Windows,
     window_us,
 )
 
@@ -74,7 +76,7 @@ def reference_features(
     fft_block: int = FFT_BLOCK,
 ) -> pd.DataFrame:
     """Same output as ``device_day_features`` (as float64), for a frame sorted by (device_id, ts)."""
-    w = _Windows.of(windows)
+    w = Windows.of(windows)
     sensors = list(sensor_families)
     df = telemetry.reset_index(drop=True).copy()
     df["ts"] = pd.to_datetime(df["ts"]).astype("datetime64[us]")

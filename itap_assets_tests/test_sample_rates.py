@@ -14,9 +14,10 @@ import pytest
 
 from itap_assets.assets.alerts import rule_points
 from itap_assets.core.explain import root_cause_family_map
-from itap_assets.core.features import device_day_features, feature_windows, model_feature_specs
+from itap_assets.core.features import device_day_features, model_feature_specs
 from itap_assets.core.rules import DEFAULT_FAMILIES, evaluate_alerts, load_alert_rules
 from itap_assets.core.scoring import feature_matrix, fit_device_model, model_record, score_and_explain_device
+from itap_assets.core.windows import feature_windows
 from itap_assets.settings import PROJECT_ROOT, Settings
 
 FAMILIES = {"temp_c": "Temperature", "vibration_g": "Vibration", "current_a": "Current"}

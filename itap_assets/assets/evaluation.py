@@ -18,8 +18,8 @@ from itap_assets.core.metrics import (
     metrics_frame,
     root_cause_accuracy,
 )
-from itap_assets.core.features import feature_windows, longest_window_us
 from itap_assets.core.simulator import SIMULATOR_FAULT_TAGS
+from itap_assets.core.windows import feature_windows, longest_window_us
 from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
 from itap_assets.settings import Settings
 

@@ -8,10 +8,9 @@ import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.drift import PSI_DRIFT, drifted_features
-from itap_assets.core.features import (
-    OUTPUT_KEY_COLUMNS, device_day_feature_chunks, feature_registry, feature_windows, window_plan,
-)
+from itap_assets.core.features import OUTPUT_KEY_COLUMNS, device_day_feature_chunks, feature_registry
 from itap_assets.core.scoring import feature_matrix, latest_models
+from itap_assets.core.windows import feature_windows, window_plan
 from itap_assets.assets.common import (
     day_device_asset, device_features, keys_by_device, own_partitions, previous_day_inputs, run_keys,
 )

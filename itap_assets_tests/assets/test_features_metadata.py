@@ -3,7 +3,8 @@
 import polars as pl
 
 from itap_assets.assets.features import all_null_features, windows_table
-from itap_assets.core.features import AutoWindows, device_day_features, window_plan
+from itap_assets.core.features import device_day_features
+from itap_assets.core.windows import AutoWindows, window_plan
 from itap_assets_tests.core.test_features import SF, random_fleet
 
 

@@ -9,18 +9,20 @@ import polars as pl
 import pytest
 
 from itap_assets.core.features import (
-    AUTO_LONG_MIN,
     KIND_DESCRIPTIONS,
     OUTPUT_KEY_COLUMNS,
-    AutoWindows,
-    auto_window_samples,
     device_day_feature_chunks,
     device_day_features,
     feature_registry,
-    feature_windows,
-    longest_window_us,
     model_feature_specs,
     parse_feature_name,
+)
+from itap_assets.core.windows import (
+    AUTO_LONG_MIN,
+    AutoWindows,
+    auto_window_samples,
+    feature_windows,
+    longest_window_us,
     window_plan,
 )
 from itap_assets.settings import FeatureSettings, Settings
