@@ -21,6 +21,7 @@ import duckdb
 import polars as pl
 
 from itap_assets.core.frames import distinct, in_keys, sorted_by
+from itap_assets.ledgers import LEDGERS
 from itap_assets.settings import ID_PATTERN
 from itap_assets.views import VIEWS
 
@@ -286,8 +287,40 @@ def _batches(chunks: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame
         yield pl.concat(pending, how="vertical")
 
 
+def ensure_ledgers(con: duckdb.DuckDBPyConnection, schema: str) -> None:
+    """Create the append-only tables (operator actions, notification outbox) that do not exist yet."""
+    for table, columns in LEDGERS.items():
+        con.execute(f'CREATE TABLE IF NOT EXISTS "{check_identifier(schema)}"."{check_identifier(table)}" ({columns})'
+                    ).fetchall()
+
+
+@contextmanager
+def open_ledgers(path: Path | str, schema: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection on which the append-only tables exist; the views that read them are refreshed."""
+    with connect(path) as con:
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{check_identifier(schema)}"').fetchall()
+        ensure_ledgers(con, schema)
+        for table in LEDGERS:
+            ensure_views(con, schema, table)
+        yield con
+
+
+def append_rows(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.DataFrame) -> int:
+    """Append `frame` to an append-only table by column name, in one statement (all rows or none; a row whose
+    primary key exists fails the statement)."""
+    if table not in LEDGERS:
+        raise StorageError(f"table {table} is not append-only (append-only tables: {', '.join(LEDGERS)})")
+    check_columns(frame, table)
+    con.register("_itap_append", frame)
+    con.execute(f'INSERT INTO "{check_identifier(schema)}"."{table}" BY NAME SELECT * FROM _itap_append').fetchall()
+    con.unregister("_itap_append")
+    return frame.height
+
+
 def ensure_views(con: duckdb.DuckDBPyConnection, schema: str, changed_table: str) -> None:
-    """(Re)create the operator views that read `changed_table`, once all the tables they read exist."""
+    """(Re)create the operator views that read `changed_table`, once all the tables they read exist (the
+    append-only tables are created first: a view may read them before anything was appended)."""
+    ensure_ledgers(con, schema)
     for name, (tables, build) in VIEWS.items():
         if changed_table not in tables or not all(table_exists(con, schema, t) for t in tables):
             continue

@@ -40,11 +40,26 @@ ORDER BY day, device_id"""
 
 def alerts_view(cols: Columns) -> str:
     """The alert feed: one row per incident (an incident spanning midnight is stored on both days; its latest
-    state wins), newest first."""
+    state wins), newest first, with its operator state: the latest ack or unack (acked_* are NULL after an unack)
+    and the latest silence from `alert_acks`, which recomputing alerts never touches."""
     return """
-SELECT * EXCLUDE (_latest) FROM (
-  SELECT *, row_number() OVER (PARTITION BY alert_id ORDER BY end_ts DESC, day DESC) AS _latest FROM alerts
-) WHERE _latest = 1
+WITH latest AS (
+  SELECT * EXCLUDE (_latest) FROM (
+    SELECT *, row_number() OVER (PARTITION BY alert_id ORDER BY end_ts DESC, day DESC) AS _latest FROM alerts
+  ) WHERE _latest = 1
+), ack AS (
+  SELECT alert_id, action, actor, acted_at, note FROM alert_acks WHERE action IN ('ack', 'unack')
+  QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY acted_at DESC) = 1
+), silence AS (
+  SELECT alert_id, actor, silenced_until, note FROM alert_acks WHERE action = 'silence'
+  QUALIFY row_number() OVER (PARTITION BY alert_id ORDER BY acted_at DESC) = 1
+)
+SELECT latest.*,
+       CASE WHEN ack.action = 'ack' THEN ack.actor END AS acked_by,
+       CASE WHEN ack.action = 'ack' THEN ack.acted_at END AS acked_at,
+       CASE WHEN ack.action = 'ack' THEN ack.note END AS ack_note,
+       silence.silenced_until, silence.actor AS silenced_by, silence.note AS silence_note
+FROM latest LEFT JOIN ack USING (alert_id) LEFT JOIN silence USING (alert_id)
 ORDER BY start_ts DESC, device_id"""
 
 
@@ -68,6 +83,6 @@ ORDER BY rank"""
 # view name -> (tables it reads, SQL builder)
 VIEWS: dict[str, tuple[tuple[str, ...], Callable[[Columns], str]]] = {
     "v_data_quality": (("validated", "quarantine"), data_quality),
-    "v_alerts": (("alerts",), alerts_view),
+    "v_alerts": (("alerts", "alert_acks"), alerts_view),
     "v_device_health": (("device_summaries", "alerts"), device_health),
 }
