@@ -2,13 +2,14 @@
 
 import dagster as dg
 
-from itap_assets.assets import alerts, evaluation, features, ingest, model, scoring, summaries, validation
+from itap_assets.assets import (alerts, evaluation, features, ingest, model, notifications, scoring, summaries,
+                                 validation)
 from itap_assets.jobs import ALL_JOBS
 from itap_assets.resources import default_resources
 from itap_assets.schedules import SCHEDULES
 from itap_assets.sensors import SENSORS
 
-_STEPS = [ingest, validation, features, model, scoring, summaries, alerts, evaluation]
+_STEPS = [ingest, validation, features, model, scoring, summaries, alerts, notifications, evaluation]
 # Assets and the asset checks that run as steps of their own (validation's checks run inside its step).
 all_assets = [*dg.load_assets_from_modules(_STEPS), *dg.load_asset_checks_from_modules(_STEPS)]
 

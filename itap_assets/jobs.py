@@ -1,7 +1,7 @@
 """Asset jobs, one per partitioning: a run covers a whole range of partitions (single-run backfills).
 
 Run in this order for a fresh range: telemetry_job (day × device), training_job (device), scoring_job
-(day × device), then the fleet and evaluation jobs. `make demo` does exactly that.
+(day × device), notification_job, then the fleet and evaluation jobs. `make demo` does exactly that.
 """
 
 import dagster as dg
@@ -35,6 +35,12 @@ daily_job = dg.define_asset_job(
     description="Everything partitioned by day × device, ingest to alerts, in one run (devices need a model).",
     metadata={PARTITIONING: "day_device"},
 )
+notification_job = dg.define_asset_job(
+    "notification_job",
+    selection=dg.AssetSelection.assets("alert_notifications"),
+    description="Deliver every new incident state change to the receivers of the alert rules file.",
+    metadata={PARTITIONING: "none"},
+)
 fleet_job = dg.define_asset_job(
     "fleet_job",
     selection=dg.AssetSelection.assets("fleet_summary"),
@@ -49,5 +55,5 @@ evaluation_job = dg.define_asset_job(
 )
 
 # In the order `make demo` runs them; daily_job is telemetry_job + scoring_job for schedules and sensors.
-JOBS = [telemetry_job, training_job, scoring_job, fleet_job, evaluation_job]
+JOBS = [telemetry_job, training_job, scoring_job, notification_job, fleet_job, evaluation_job]
 ALL_JOBS = [*JOBS, daily_job]

@@ -12,10 +12,11 @@ from datetime import date
 
 import dagster as dg
 
+from itap_assets.assets.notifications import BACKFILL_TAG
 from itap_assets.core.ingest import discover_files, read_file
 from itap_assets.core.partition_ranges import rectangles
 from itap_assets.core.simulator import device_ids, simulated_days
-from itap_assets.jobs import daily_job, telemetry_job
+from itap_assets.jobs import daily_job, notification_job, telemetry_job
 from itap_assets.partitions import DEVICE, day_device_key, range_tags
 from itap_assets.resources import ItapConfig, Warehouse
 from itap_assets.settings import PROJECT_ROOT, Settings
@@ -82,4 +83,23 @@ def device_discovery(context: dg.SensorEvaluationContext, itap_config: ItapConfi
     )
 
 
-SENSORS = [device_discovery]
+@dg.sensor(job=notification_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def alert_delivery(context: dg.SensorEvaluationContext):
+    """After new materializations of `alerts`: one notification_job run. When the latest of them came from a
+    backfill, that run records its state changes as history instead of paging."""
+    records = context.instance.fetch_materializations(dg.AssetKey("alerts"), limit=1).records
+    event = records[0] if records else None
+    if event is None or str(event.storage_id) == context.cursor:
+        return dg.SkipReason("no new materialization of alerts")
+    run = context.instance.get_run_by_id(event.run_id)
+    backfill = run is not None and BACKFILL_TAG in run.tags
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(
+            run_key=f"alerts-{event.storage_id}",
+            run_config={"ops": {"alert_notifications": {"config": {"backfill": backfill}}}},
+        )],
+        cursor=str(event.storage_id),
+    )
+
+
+SENSORS = [device_discovery, alert_delivery]
