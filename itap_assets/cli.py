@@ -45,24 +45,23 @@ def main() -> None:
     """Entry point of the `itap` console script."""
 
 
-@main.command(help="Acknowledge an incident: someone owns it.")
-@click.argument("alert_id")
-@BY
-@NOTE
-@DB
-def ack(alert_id: str, by: str, note: str | None, db: str | None) -> None:
-    _run(lambda: feed.acknowledge(alert_id, by, note, db=db))
-    click.echo(f"acknowledged {alert_id} by {by}")
+def _ack_command(name: str, action: Callable[..., None], done: str, help_text: str) -> click.Command:
+    """`itap ack` and `itap unack`: the same arguments, another action."""
+
+    @main.command(name, help=help_text)
+    @click.argument("alert_id")
+    @BY
+    @NOTE
+    @DB
+    def command(alert_id: str, by: str, note: str | None, db: str | None) -> None:
+        _run(lambda: action(alert_id, by, note, db=db))
+        click.echo(f"{done} {alert_id} by {by}")
+
+    return command
 
 
-@main.command(help="Withdraw an acknowledgement.")
-@click.argument("alert_id")
-@BY
-@NOTE
-@DB
-def unack(alert_id: str, by: str, note: str | None, db: str | None) -> None:
-    _run(lambda: feed.unacknowledge(alert_id, by, note, db=db))
-    click.echo(f"unacknowledged {alert_id} by {by}")
+ack = _ack_command("ack", feed.acknowledge, "acknowledged", "Acknowledge an incident: someone owns it.")
+unack = _ack_command("unack", feed.unacknowledge, "unacknowledged", "Withdraw an acknowledgement.")
 
 
 @main.command(help="Silence an incident until a time: no page for it until then (a resolve is still sent).")
