@@ -12,8 +12,6 @@ import json
 from datetime import datetime
 from typing import Any
 
-from itap_assets.core.notifications import alert_status
-
 
 def _text(ts: datetime | None) -> str | None:
     return None if ts is None else ts.strftime("%Y-%m-%d %H:%M:%S")
@@ -35,7 +33,7 @@ def predecessor_alert(alert: dict[str, Any]) -> dict[str, Any]:
         "end_timestamp": _text(alert["end_ts"]),
         "route": alert.get("route"),
         "action": alert.get("action"),
-        "status": alert_status(alert),
+        "status": alert["status"],
         "acked_by": alert.get("acked_by"),
         "silenced_until": _text(alert.get("silenced_until")),
     }

@@ -49,11 +49,6 @@ def notification_id(alert_id: str, event: str, revision: int) -> str:
     return hashlib.sha1(f"{alert_id}|{event}|{revision}".encode()).hexdigest()[:20]
 
 
-def alert_status(alert: dict[str, Any]) -> str:
-    """'firing' or 'resolved'. Fallback until the alerts table has its `status` column: a missing one is 'firing'."""
-    return alert.get("status") or "firing"
-
-
 def is_active(alert: dict[str, Any], now: datetime) -> bool:
     silenced_until = alert.get("silenced_until")
     return alert.get("suppressed_by") is None and not (silenced_until is not None and silenced_until > now)
@@ -69,7 +64,7 @@ def opens(receiver: Receiver, alert: dict[str, Any]) -> bool:
 def changes(alert: dict[str, Any], last: dict[str, Any] | None, receiver: Receiver, now: datetime
             ) -> list[tuple[str, int]]:
     """The (event, revision) pairs `receiver` has not been told about, in order; `last` is its latest notice."""
-    status = alert_status(alert)
+    status = alert["status"]
     if last is None or last["event"] == "resolved":
         if (last is not None and status == "resolved") or not is_active(alert, now) or not opens(receiver, alert):
             return []

@@ -51,12 +51,6 @@ def test_resolution_closes_what_was_opened_and_a_resolved_incident_first_seen_fi
     assert changes(alert(), last("resolved", 2), HOOK, NOW) == [("firing", 3)]  # fires again
 
 
-def test_a_feed_without_a_status_column_counts_as_firing():
-    row = alert()
-    del row["status"]
-    assert changes(row, None, HOOK, NOW) == [("firing", 0)]
-
-
 def test_suppressed_and_silenced_incidents_do_not_page_but_a_resolve_still_closes_the_page():
     assert changes(alert(suppressed_by="min_events:3"), None, HOOK, NOW) == []
     silenced = alert(silenced_until=NOW + timedelta(hours=1))
