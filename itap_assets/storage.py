@@ -287,11 +287,11 @@ def _batches(chunks: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame
         yield pl.concat(pending, how="vertical")
 
 
-def ensure_ledgers(con: duckdb.DuckDBPyConnection, schema: str) -> None:
-    """Create the append-only tables (operator actions, notification outbox) that do not exist yet."""
-    for table, columns in LEDGERS.items():
-        con.execute(f'CREATE TABLE IF NOT EXISTS "{check_identifier(schema)}"."{check_identifier(table)}" ({columns})'
-                    ).fetchall()
+def ensure_ledgers(con: duckdb.DuckDBPyConnection, schema: str, tables: Iterable[str] = tuple(LEDGERS)) -> None:
+    """Create those of the append-only tables (operator actions, notification outbox) that do not exist yet."""
+    for table in tables:
+        con.execute(f'CREATE TABLE IF NOT EXISTS "{check_identifier(schema)}"."{check_identifier(table)}" '
+                    f'({LEDGERS[table]})').fetchall()
 
 
 @contextmanager
@@ -318,11 +318,13 @@ def append_rows(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: 
 
 
 def ensure_views(con: duckdb.DuckDBPyConnection, schema: str, changed_table: str) -> None:
-    """(Re)create the operator views that read `changed_table`, once all the tables they read exist (the
-    append-only tables are created first: a view may read them before anything was appended)."""
-    ensure_ledgers(con, schema)
+    """(Re)create the operator views that read `changed_table`, once all the tables they read exist (append-only
+    tables such a view reads are created first: it may read them before anything was appended)."""
     for name, (tables, build) in VIEWS.items():
-        if changed_table not in tables or not all(table_exists(con, schema, t) for t in tables):
+        if changed_table not in tables:
+            continue
+        ensure_ledgers(con, schema, [t for t in tables if t in LEDGERS])
+        if not all(table_exists(con, schema, t) for t in tables):
             continue
         columns = {t: list(_table_columns(con, schema, t)) for t in tables}
         con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{name}" AS {build(columns)}')
