@@ -5,13 +5,10 @@ redelivery by its notification id), in order, as the outbox recorded it; operato
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -25,56 +22,17 @@ from itap_assets.partitions import range_tags
 from itap_assets.resources import alert_rules_path
 from itap_assets.sensors import alert_delivery
 from itap_assets_tests.conftest import Pipeline, run_graph, write_config
+from itap_assets_tests.http_receiver import Receiver
 
 DEVICES = ["DEV-0001", "DEV-0002"]
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 CONFIG = {"simulation": {"devices": 2, "days": 3, "sample_interval_s": 60, "fault_rate": 3.0, "seed": 3}}
 
 
-class Receiver:
-    """An HTTP receiver in a thread: records every POST, answers from a per-path queue of actions (a status code,
-    or "kill": SIGKILL the process in `victim` before answering), then 200 (webhook) or 202 (PagerDuty)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.actions: dict[str, list[int | str]] = {"/hook": [], "/pd": []}
-        self.victim: int | None = None
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                queue = receiver.actions[self.path]
-                action = queue.pop(0) if queue else (200 if self.path == "/hook" else 202)
-                receiver.requests.append({"path": self.path, "key": self.headers["Idempotency-Key"],
-                                          "body": body.decode(), "answer": action})
-                if action == "kill":  # the delivering process dies with this request in flight
-                    os.kill(receiver.victim, signal.SIGKILL)
-                    self.close_connection = True
-                    return
-                self.send_response(action)
-                self.end_headers()
-                self.wfile.write(b'{"status": "ok"}' if action < 400 else b'{"error": "nope"}')
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def accepted(self, path: str) -> list[dict]:
-        """Requests the receiver took in: answered 2xx, or processed while their sender died."""
-        return [r for r in self.requests if r["path"] == path and (r["answer"] == "kill" or r["answer"] < 300)]
-
-
 @pytest.fixture(scope="module")
 def receiver():
-    r = Receiver()
-    r.thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    with Receiver() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
