@@ -22,7 +22,6 @@ from typing import Any
 from itap_assets.core.alerting.config import SEVERITY_RANK
 from itap_assets.core.receivers import PagerDutyReceiver, Receiver
 
-EVENTS = ("firing", "revised", "resolved")
 TRACKED = ("severity", "cause", "route")  # a change of any of these is a revision
 ALERTMANAGER_NO_END = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert still firing
 PAGERDUTY_SEVERITY = {"CRITICAL": "critical", "WARNING": "warning", "INFO": "info"}
