@@ -233,6 +233,7 @@ QUALITY = [
     "detection.roc_auc", "detection.roc_auc_excl_post_fault", "detection.pr_auc", "root_cause.accuracy",
     "alerts.critical_episode_alert_recall", "alerts.alert_precision", "alerts.alert_precision_with_evidence_window",
     "alerts.alerts_per_fault_free_device_day", "alerts.alerts_per_flagged_point",
+    "alerts.episode_single_incident", "alerts.episode_route_accuracy", "alerts.episode_cause_accuracy",
 ]
 
 

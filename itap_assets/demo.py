@@ -99,14 +99,14 @@ def print_report(path: str) -> None:
             return con.execute(sql).fetchall()
 
         feed = rows(
-            "SELECT severity, start_ts, end_ts, device_id, cause, route, confidence, max_score, n_events, families "
-            "FROM v_alerts WHERE suppressed_by IS NULL ORDER BY start_ts"
+            "SELECT severity, status, start_ts, end_ts, device_id, cause, route, confidence, max_score, n_events, "
+            "families FROM v_alerts WHERE suppressed_by IS NULL ORDER BY start_ts"
         ) if storage.table_exists(con, DB_SCHEMA, "v_alerts") else []
         print(f"\nAlert feed ({len(feed)} active incidents):")
-        for sev, start, end, dev, cause, route, conf, score, n, fams in feed:
+        for sev, status, start, end, dev, cause, route, conf, score, n, fams in feed:
             top = ", ".join(f"{k} {v:.0f}%" for k, v in list(json.loads(fams or "{}").items())[:2])
-            print(f"  {sev:<8} | {start:%Y-%m-%d %H:%M} → {end:%H:%M} | {dev} | {cause} | confidence {conf:.2f} | "
-                  f"x{score:.1f} threshold | {n} events | → {route} | {top}")
+            print(f"  {sev:<8} {status:<8} | {start:%Y-%m-%d %H:%M} → {end:%H:%M} | {dev} | {cause} | confidence "
+                  f"{conf:.2f} | x{score:.1f} threshold | {n} events | → {route} | {top}")
         if storage.table_exists(con, DB_SCHEMA, "explanations"):
             print("\nStrongest explained anomalies:")
             for dev, ts, score, fams, feats in rows(
@@ -137,6 +137,9 @@ REPORTED_METRICS = (
     "alerts.critical_episode_alert_recall",
     "alerts.alert_precision",
     "alerts.alert_precision_with_evidence_window",
+    "alerts.episode_single_incident",
+    "alerts.episode_route_accuracy",
+    "alerts.episode_cause_accuracy",
     "alerts.alerts_per_fault_free_device_day",
     "alerts.alerts_per_flagged_point",
 )

@@ -14,7 +14,7 @@ from pydantic import model_validator
 
 from itap_assets import storage
 from itap_assets.partitions import DAY, DEVICE
-from itap_assets.core.rules import AlertRulesConfig, load_alert_rules
+from itap_assets.core.alerting import AlertRulesConfig, load_alert_rules
 from itap_assets.settings import FAMILIES, PROJECT_ROOT, Settings, config_path, db_path, load_settings
 
 EVENT_FAMILIES = ("State", "DataQuality")

@@ -241,9 +241,19 @@ class EvaluationSettings(Strict):
 
     critical_tags: tuple[str, ...] | None = Field(None, description="Tags that count as critical; null = all.")
     tag_families: dict[str, tuple[str, ...]] = Field(
-        default_factory=dict, description="Tag -> the sensor families that are its right root cause.")
-    dropout_tags: tuple[str, ...] = Field(
-        (), description="Tags of sensor dropouts: their root cause is the family of the dropped sensor.")
+        default_factory=dict, description="Tag -> the sensor families that are its right root cause (a sensor "
+                                          "dropout's is DataQuality).")
+    tag_routes: dict[str, str] = Field(
+        default_factory=dict, description="Tag -> the team (alert route) its incident must reach.")
+
+
+class AlertSettings(Strict):
+    """What of the source reaches the alert rules besides the scores and explanations."""
+
+    point_tags: Literal["fault_tag"] | None = Field(
+        None, description="Route by the source's tag of each flagged point (the column ingestion.label_column "
+                          "maps to fault_tag) when it holds operational tags such as a historian alarm code. Leave "
+                          "it unset when that column holds evaluation labels: they would leak into the alerts.")
 
 
 class Settings(Strict):
@@ -256,6 +266,7 @@ class Settings(Strict):
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()
     evaluation: EvaluationSettings | None = None
+    alerts: AlertSettings = AlertSettings()
 
     @model_validator(mode="before")
     @classmethod

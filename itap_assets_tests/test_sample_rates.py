@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 
 from itap_assets.assets.alerts import rule_points
-from itap_assets.core.explain import root_cause_family_map
+from itap_assets.core.explain import feature_family_map
 from itap_assets.core.features import device_day_features, model_feature_specs
-from itap_assets.core.rules import DEFAULT_FAMILIES, evaluate_alerts, load_alert_rules
+from itap_assets.core.alerting import DEFAULT_FAMILIES, evaluate_alerts, load_alert_rules
 from itap_assets.core.scoring import feature_matrix, fit_device_model, model_record, score_and_explain_device
 from itap_assets.core.windows import feature_windows
 from itap_assets.settings import PROJECT_ROOT, Settings
@@ -69,7 +69,7 @@ def test_a_step_on_one_sensor_is_alerted_and_blamed_on_its_family_at_any_rate(dt
     assert train.height >= 0.9 * baseline  # the warm-up never swallows the baseline
     det, threshold = fit_device_model("RIG-1", train, names, settings.model)
     record = model_record("RIG-1", 1, det, threshold, train, settings.model)
-    points, explained = score_and_explain_device(feats, record, det, root_cause_family_map(specs, FAMILIES))
+    points, explained = score_and_explain_device(feats, record, det, feature_family_map(specs))
     alerts = evaluate_alerts(rule_points(points, explained), RULES).filter(pl.col("suppressed_by").is_null())
 
     t = tele["ts"]

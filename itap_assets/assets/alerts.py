@@ -8,21 +8,22 @@ import polars as pl
 
 from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs, run_keys
 from itap_assets.assets.metadata import markdown_table
+from itap_assets.core.alerting import evaluate_alerts
 from itap_assets.core.plots import device_day_png
-from itap_assets.core.rules import evaluate_alerts
-from itap_assets.resources import AlertRules
+from itap_assets.resources import AlertRules, ItapConfig, Warehouse
 
 PLOTS = 4
 
 ALERT_COLUMNS = [
-    "alert_id", "device_id", "day", "start_ts", "end_ts", "severity", "rule_name", "cause", "route", "confidence",
+    "alert_id", "device_id", "day", "start_ts", "end_ts", "status", "severity", "rule_name", "cause", "route", "confidence",
     "max_score", "n_events", "families", "top_features", "action", "suppressed_by", "tag",
 ]
 
 
-def rule_points(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl.DataFrame:
-    """What the rule engine reads: each point's score relative to its threshold (1.0 = at the threshold) and,
-    for flagged points, the explanation. Ground-truth labels never reach the rules."""
+def rule_points(scores: pl.DataFrame, explanations: pl.DataFrame, tags: pl.DataFrame | None = None) -> pl.DataFrame:
+    """What the rule engine reads: each flagged point's score relative to its threshold (1.0 = at the threshold),
+    its explanation and, when the settings name them operational (`alerts.point_tags`), the source's tag of the
+    point (`tags`: ts, device_id, tag). Evaluation labels never reach the rules otherwise."""
     flagged = scores.select(
         "ts", "device_id", (pl.col("score") / pl.col("threshold")).alias("score"), "is_anomaly"
     ).filter("is_anomaly")
@@ -34,7 +35,16 @@ def rule_points(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl.DataFram
         points = flagged.hstack(explained.drop(keys))
     else:
         points = flagged.join(explained, on=keys, how="left")
-    return points.with_columns(pl.lit(None, dtype=pl.String).alias("tag"))
+    if tags is None:
+        return points.with_columns(pl.lit(None, dtype=pl.String).alias("tag"))
+    return points.join(tags.select(*keys, pl.col("tag").cast(pl.String)), on=keys, how="left")
+
+
+def point_tags(warehouse: Warehouse, column: str, points: pl.DataFrame) -> pl.DataFrame:
+    """The source's tag (`column` of validated) at each flagged point."""
+    flagged = points.filter("is_anomaly").select("ts", "device_id")
+    return warehouse.query(f'SELECT v.ts, v.device_id, v."{column}" AS tag FROM validated v '
+                           "JOIN flagged f ON v.device_id = f.device_id AND v.ts = f.ts", frames={"flagged": flagged})
 
 
 def device_day_plots(keys: pl.DataFrame, scores: pl.DataFrame, explanations: pl.DataFrame,
@@ -54,13 +64,17 @@ def device_day_plots(keys: pl.DataFrame, scores: pl.DataFrame, explanations: pl.
 
 @day_device_asset(ins=previous_day_inputs("scores", "explanations"), group_name="report", kinds={"duckdb"})
 def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
-           alert_rules: AlertRules) -> pl.DataFrame:
-    """One row per incident: what happened (cause), how bad (severity, max score relative to the threshold),
-    why (families, top features), who owns it (route) and what to do (action). An incident belongs to the day
-    its latest event falls on; one spanning midnight keeps its alert_id (itap.v_alerts shows its latest state)."""
+           alert_rules: AlertRules, itap_config: ItapConfig, warehouse: Warehouse) -> pl.DataFrame:
+    """One row per incident, one incident per device and stretch of evidence: what happened (cause), how bad
+    (severity, max score relative to the threshold), how sure (confidence), why (families, top features), who owns
+    it (route), what to do (action) and whether it is still firing. An incident belongs to the day its latest
+    event falls on; one spanning midnight keeps its alert_id (itap.v_alerts shows its latest state)."""
     keys = run_keys(context)
-    found = evaluate_alerts(rule_points(scores, explanations), alert_rules.rules,
-                            window_start=datetime.combine(keys["day"].min(), time.min))
+    column = itap_config.settings.alerts.point_tags
+    tags = point_tags(warehouse, column, scores) if column else None
+    data_end = scores.group_by("device_id").agg(pl.col("ts").max().alias("data_end"))
+    found = evaluate_alerts(rule_points(scores, explanations, tags), alert_rules.rules,
+                            window_start=datetime.combine(keys["day"].min(), time.min), data_end=data_end)
     out = own_partitions(found.with_columns(pl.col("end_ts").dt.date().alias("day")).select(ALERT_COLUMNS), keys)
     active = out.filter(pl.col("suppressed_by").is_null())
     context.add_output_metadata(
@@ -69,10 +83,11 @@ def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations
             "alerts": out.height,
             "active": active.height,
             "critical": int((active["severity"] == "CRITICAL").sum()),
+            "firing": int((active["status"] == "firing").sum()),
             "flagged_points": int(scores["is_anomaly"].sum()),
             "feed": dg.MetadataValue.md(markdown_table(
-                active.sort("start_ts").select("severity", "start_ts", "device_id", "cause", "route", "confidence",
-                                               "n_events"), limit=20)),
+                active.sort("start_ts").select("severity", "status", "start_ts", "device_id", "cause", "route",
+                                               "confidence", "n_events"), limit=20)),
         }
     )
     return out

@@ -9,6 +9,8 @@ import dagster as dg
 import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
+from itap_assets.core.alerting import AlertRulesConfig
+from itap_assets.core.alerting.config import DominantFamilyRule
 from itap_assets.core.metrics import (
     FaultTags,
     alert_quality,
@@ -20,7 +22,7 @@ from itap_assets.core.metrics import (
 )
 from itap_assets.core.simulator import SIMULATOR_FAULT_TAGS
 from itap_assets.core.windows import feature_windows, longest_window_us
-from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
+from itap_assets.resources import DUCKDB_POOL, AlertRules, ItapConfig, Warehouse
 from itap_assets.settings import Settings
 
 HEADLINE = [
@@ -32,6 +34,9 @@ HEADLINE = [
     ("root_cause.accuracy", "all"),
     ("alerts.critical_episode_alert_recall", "all"),
     ("alerts.alert_precision", "all"),
+    ("alerts.episode_single_incident", "all"),
+    ("alerts.episode_route_accuracy", "all"),
+    ("alerts.episode_cause_accuracy", "all"),
     ("alerts.alerts_per_fault_free_device_day", "all"),
     ("alerts.alerts_per_flagged_point", "all"),
 ]
@@ -42,23 +47,29 @@ def fault_tags(settings: Settings) -> FaultTags:
     nothing beyond "a tag is a fault" (files)."""
     ev = settings.evaluation
     if ev is not None:
-        return FaultTags(ev.critical_tags, ev.tag_families, ev.dropout_tags)
+        return FaultTags(ev.critical_tags, ev.tag_families, ev.tag_routes)
     return SIMULATOR_FAULT_TAGS if settings.source == "simulation" else FaultTags()
 
 
-def evaluate(scored: pl.DataFrame, explained: pl.DataFrame, alert_rows: pl.DataFrame, sensors: dict,
+def rule_families(rules: AlertRulesConfig) -> dict[str, tuple[str, ...]]:
+    """Rule → the families its cause names (a burst or the fallback names none)."""
+    return {r.name: r.families for r in rules.matching_rules if isinstance(r, DominantFamilyRule)}
+
+
+def evaluate(scored: pl.DataFrame, explained: pl.DataFrame, alert_rows: pl.DataFrame, rules: AlertRulesConfig,
              evidence_window_s: float, tags: FaultTags, risk: float) -> pl.DataFrame:
     """All figures as one long table (metric, scope, value). The standard figures are strict; figures that allow
     for the features' look-back after an episode ends (`evidence_window_s`) are extra, separately named rows.
     `detection.configured_risk` stands beside `detection.false_alarm_rate`: what the thresholds promise per point
     against what fault-free rows after training got."""
-    episodes = fault_episodes(scored.filter(~pl.col("in_training")), list(sensors), tags)
+    episodes = fault_episodes(scored.filter(~pl.col("in_training")))
     detection = point_metrics(scored, post_fault_grace_s=evidence_window_s, tags=tags)
     detection["overall"]["configured_risk"] = risk
-    root = root_cause_accuracy(explained, sensors, episodes, tags)
+    root = root_cause_accuracy(explained, tags)
     free_days = fault_free_device_days(scored)
     flagged = int(scored.filter(~pl.col("in_training"))["is_anomaly"].sum())
-    quality = alert_quality(alert_rows, episodes, free_days, flagged, evidence_window_s=evidence_window_s, tags=tags)
+    quality = alert_quality(alert_rows, episodes, free_days, flagged, evidence_window_s=evidence_window_s, tags=tags,
+                            rule_families=rule_families(rules))
     return pl.concat([metrics_frame(detection, "detection"), metrics_frame(root, "root_cause"),
                       metrics_frame(quality, "alerts")])
 
@@ -69,18 +80,16 @@ def evaluate(scored: pl.DataFrame, explained: pl.DataFrame, alert_rows: pl.DataF
     group_name="report",
     kinds={"scikitlearn", "duckdb"},
 )
-def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
-                      itap_config: ItapConfig) -> pl.DataFrame:
+def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: ItapConfig,
+                      alert_rules: AlertRules) -> pl.DataFrame:
     """Point, episode, root-cause and alert-quality figures against the labels (training rows left out). Empty
     when the telemetry carries no labels."""
     settings = itap_config.settings
-    sensors = settings.sensor_families
     # Every scored row comes from a validated row; only the labelled ones (a tenth of a fleet's rows) are joined,
-    # the rest get NULL labels. Sensor values only matter inside labelled episodes (which sensor a dropout hit).
-    labelled = ", ".join(["device_id", "day", "ts", "fault_tag", "fault_id", *(f'"{s}"' for s in sensors)])
+    # the rest get NULL labels.
     scored = warehouse.query(
-        f"SELECT s.*, v.* EXCLUDE (device_id, day, ts) FROM scores s LEFT JOIN (SELECT {labelled} FROM validated"
-        " WHERE fault_id IS NOT NULL) v USING (device_id, day, ts)"
+        "SELECT s.*, v.fault_tag, v.fault_id FROM scores s LEFT JOIN (SELECT device_id, day, ts, fault_tag, fault_id"
+        " FROM validated WHERE fault_id IS NOT NULL) v USING (device_id, day, ts)"
     )
     if scored["fault_id"].null_count() == scored.height:
         context.log.info("no labelled rows: nothing to evaluate")
@@ -95,7 +104,7 @@ def detection_metrics(context: dg.AssetExecutionContext, warehouse: Warehouse,
     alert_rows = warehouse.query("SELECT * FROM v_alerts") if warehouse.has_table("v_alerts") else \
         warehouse.query("SELECT * FROM alerts")
     longest_window_s = longest_window_us(feature_windows(settings), scored) / 1e6  # auto: per device interval
-    out = evaluate(scored, explained, alert_rows, sensors, longest_window_s, fault_tags(settings),
+    out = evaluate(scored, explained, alert_rows, alert_rules.rules, longest_window_s, fault_tags(settings),
                    settings.model.threshold.risk).with_columns(
         pl.lit(datetime.now(timezone.utc).replace(tzinfo=None)).alias("computed_at"))
     head = out.filter(pl.struct("metric", "scope").is_in([{"metric": m, "scope": s} for m, s in HEADLINE]))

@@ -6,7 +6,7 @@ import polars as pl
 
 from itap_assets.assets.common import device_features, keys_by_device, run_keys
 from itap_assets.assets.metadata import markdown_table
-from itap_assets.core.explain import explained_families, root_cause_family_map
+from itap_assets.core.explain import explained_families, feature_family_map
 from itap_assets.core.features import model_feature_specs
 from itap_assets.core.parallel import blas_single_thread, default_threads, ordered_map
 from itap_assets.core.scoring import (
@@ -42,8 +42,8 @@ def _models_for(frame: pl.DataFrame, model: pl.DataFrame) -> dict[str, dict]:
         ),
         "explanations": dg.AssetOut(
             description="For every flagged point: the flagging model's per-feature attribution as family "
-                        "percentages (sum 100) and the top-5 features. Sensor-specific data-quality features count "
-                        "toward their sensor's family.",
+                        "percentages (sum 100) and the top-5 features. Missing-data and flat-line features count "
+                        "toward DataQuality: a dropout is an instrumentation problem, not a machine fault.",
             kinds={"duckdb"}, is_required=False,
         ),
     },
@@ -61,7 +61,7 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
     the points cost more than the explaining. Either output can be materialized alone (explanations still need
     each device's scores, computed here, not read back)."""
     settings = itap_config.settings
-    families = root_cause_family_map(model_feature_specs(settings), settings.sensor_families)
+    families = feature_family_map(model_feature_specs(settings))
     keys = run_keys(context)
     latest = _models_for(keys, model)
     selected = {key.to_user_string() for key in context.selected_asset_keys}

@@ -13,18 +13,19 @@ from itap_assets.partitions import DAY, day_partitions
 ALL_DEVICES_OF_DAY = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DAY)
 
 
-@day_device_asset(ins=previous_day_inputs("scores", "explanations"), group_name="report", kinds={"duckdb"})
-def device_summaries(context: dg.AssetExecutionContext, scores: pl.DataFrame,
-                     explanations: pl.DataFrame) -> pl.DataFrame:
+@day_device_asset(ins={**previous_day_inputs("scores", "explanations"), "alerts": dg.AssetIn()}, group_name="report",
+                  kinds={"duckdb"})
+def device_summaries(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
+                     alerts: pl.DataFrame) -> pl.DataFrame:
     """Per device and day: points scored, flagged count and share, mean/p95/max score, dominant families, top
-    features, a 0–100 health score and its change against the previous day."""
-    out = own_partitions(device_day_summaries(scores, explanations), run_keys(context))
+    features, active incidents by severity, a 0–100 health score and its change against the previous day."""
+    out = own_partitions(device_day_summaries(scores, explanations, alerts), run_keys(context))
     context.add_output_metadata(
         {
             "rows": out.height,
             "worst": dg.MetadataValue.md(markdown_table(
-                out.sort("health").select("day", "device_id", "health", "health_change", "flagged",
-                                          "dominant_family"), limit=10)),
+                out.sort("health").select("day", "device_id", "health", "health_change", "critical_incidents",
+                                          "warning_incidents", "flagged", "dominant_family"), limit=10)),
         }
     )
     return out

@@ -1,6 +1,6 @@
 """Per-point attribution -> family percentages and top features (what the alert rules and the UI read).
 
-    fam = root_cause_family_map(specs, sensor_families)          # or any {feature: family} dict
+    fam = feature_family_map(specs)                              # or any {feature: family} dict
     expl = explain_points(det.attribution(X_flagged), names, fam, top_k=5)
 
 ``explain_points`` returns one row per attribution row with
@@ -19,15 +19,12 @@ Negative or non-finite attribution values count as 0. **Rows whose total attribu
 e.g. a row scored exactly at the baseline median) get NULL in all three columns: a uniform split would invent a
 cause; NULL lets the rules' fallback handle them. Features missing from the mapping fall into family ``"Other"``.
 
-Root cause vs. feature family
------------------------------
-The feature registry files sensor-specific data-quality features (missing counts, flat-line runs of one sensor)
-under family ``DataQuality``. For *root cause* a dropout of ``temp_c`` is a Temperature problem, so
-``root_cause_family_map`` re-files every DataQuality feature that names a sensor under that sensor's family
-(``FeatureSpec.sensor`` -> ``sensor_families``); fleet-wide quality features without a sensor stay DataQuality, and
-State features stay State. ``feature_family_map`` gives the registry's own families unchanged. Both accept
-``FeatureSpec`` objects (duck-typed: ``name``, ``sensor``, ``family``) or plain ``{feature: family}`` dicts, so this
-module does not depend on ``core.features``.
+Families
+--------
+The registry's own families: a sensor's missing-data and flat-line features are ``DataQuality`` (a dropout is an
+instrumentation problem, routed to instrumentation, never a machine fault), State features are ``State``.
+``feature_family_map`` accepts ``FeatureSpec`` objects (duck-typed: ``name``, ``family``) or a plain
+``{feature: family}`` dict, so this module does not depend on ``core.features``.
 """
 
 from __future__ import annotations
@@ -40,50 +37,14 @@ import polars as pl
 import pyarrow as pa
 
 OTHER_FAMILY = "Other"
-SENSOR_SPECIFIC_FAMILIES = ("DataQuality",)
 TOP_FEATURE = pl.Struct({"feature": pl.String(), "pct": pl.Float32()})
-
-
-def _spec_fields(spec: Any) -> tuple[str, str | None, str]:
-    if isinstance(spec, Mapping):
-        return spec["name"], spec.get("sensor"), spec["family"]
-    return spec.name, getattr(spec, "sensor", None), spec.family
 
 
 def feature_family_map(specs: Iterable[Any] | Mapping[str, str]) -> dict[str, str]:
     """The registry's own feature -> family mapping."""
     if isinstance(specs, Mapping):
         return dict(specs)
-    out = {}
-    for spec in specs:
-        name, _, family = _spec_fields(spec)
-        out[name] = family
-    return out
-
-
-def root_cause_family_map(
-    specs: Iterable[Any],
-    sensor_families: Mapping[str, str] | None = None,
-    sensor_specific: Sequence[str] = SENSOR_SPECIFIC_FAMILIES,
-) -> dict[str, str]:
-    """feature -> family for root cause: sensor-specific DataQuality features take their sensor's family.
-
-    ``sensor_families`` (sensor -> family, e.g. ``settings.sensor_families``) defaults to what the specs imply:
-    the family of the sensor's non-DataQuality features.
-    """
-    rows = [_spec_fields(s) for s in specs]
-    implied: dict[str, str] = {}
-    for _, sensor, family in rows:
-        if sensor and family not in sensor_specific and family != "State":
-            implied.setdefault(sensor, family)
-    families = {**implied, **(sensor_families or {})}
-    out = {}
-    for name, sensor, family in rows:
-        if family in sensor_specific and sensor and sensor in families:
-            out[name] = families[sensor]
-        else:
-            out[name] = family
-    return out
+    return {spec.name: spec.family for spec in specs}
 
 
 def explained_families(feature_names: Sequence[str], feature_families: Mapping[str, str]) -> list[str]:

@@ -35,20 +35,18 @@ from itap_assets.core.parallel import default_threads
 @dataclass(frozen=True)
 class FaultTags:
     """What the labels mean, from the config (``evaluation:``) or the data source (the simulator's own faults):
-    which tags are critical (``None``: every tag), which sensor families are each tag's right root cause, and which
-    tags are sensor dropouts (their root cause is the family of the dropped sensor). A tag without a family is
-    detected and alerted like any other; only its root cause is not graded."""
+    which tags are critical (``None``: every tag), which sensor families are each tag's right root cause (a sensor
+    dropout's is ``DataQuality``) and which team each tag's incident must reach. A tag without a family or route is
+    detected and alerted like any other; only its root cause or route is not graded."""
 
     critical: tuple[str, ...] | None = None
     families: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    dropout: tuple[str, ...] = ()
+    routes: Mapping[str, str] = field(default_factory=dict)
 
     def critical_expr(self) -> pl.Expr:
         tag = pl.col("fault_tag")
         return tag.is_not_null() if self.critical is None else tag.is_in(list(self.critical))
 
-
-_KEYS = {"ts", "day", "device_id", "state", "fault_tag", "fault_id", "warmup", "in_training"}
 
 
 def _f(x) -> float | None:
@@ -74,34 +72,10 @@ def _safe(fn, *args, **kwargs) -> float | None:
 # episodes
 
 
-def _dropped_sensor(frame: pl.DataFrame, sensors: Sequence[str]) -> pl.DataFrame:
-    """Per (device_id, fault_id): the sensor most NULL-or-flat inside the episode (2 x null share + flat share)."""
-    if not sensors:
-        return frame.select("device_id", "fault_id").unique().with_columns(fault_sensor=pl.lit(None, pl.Utf8))
-    score_exprs = [
-        (
-            2.0 * pl.col(s).is_null().mean()
-            + ((pl.col(s).diff() == 0).fill_null(False).sum() / pl.len())
-        ).alias(s)
-        for s in sensors
-    ]
-    per = frame.sort("device_id", "ts").group_by("device_id", "fault_id", maintain_order=True).agg(score_exprs)
-    mat = per.select(sensors).to_numpy()
-    best = [sensors[i] for i in np.argmax(mat, axis=1)] if per.height else []
-    return per.select("device_id", "fault_id").with_columns(fault_sensor=pl.Series(best, dtype=pl.Utf8))
-
-
-def fault_episodes(telemetry: pl.DataFrame, sensors: Sequence[str] | None = None,
-                   tags: FaultTags = FaultTags()) -> pl.DataFrame:
-    """Labelled episodes: ``device_id, fault_id, fault_tag, start_ts, end_ts, n_points, fault_sensor``.
-
-    ``fault_sensor`` is the dropped sensor of a dropout episode (``tags.dropout``) (the sensor most NULL/flat-lined inside
-    it; needs the sensor columns, by default every float column of ``telemetry``) and NULL for other fault types.
-    """
+def fault_episodes(telemetry: pl.DataFrame) -> pl.DataFrame:
+    """Labelled episodes: ``device_id, fault_id, fault_tag, start_ts, end_ts, n_points``."""
     lab = telemetry.filter(pl.col("fault_id").is_not_null())
-    if sensors is None:
-        sensors = [c for c, t in telemetry.schema.items() if c not in _KEYS and t.is_float()]
-    eps = (
+    return (
         lab.group_by("device_id", "fault_id")
         .agg(
             pl.col("fault_tag").drop_nulls().first(),
@@ -111,31 +85,12 @@ def fault_episodes(telemetry: pl.DataFrame, sensors: Sequence[str] | None = None
         )
         .sort("device_id", "start_ts")
     )
-    drop = lab.filter(pl.col("fault_tag").is_in(list(tags.dropout)))
-    if drop.height:
-        sens = _dropped_sensor(drop, [s for s in sensors if s in drop.columns])
-        eps = eps.join(sens, on=["device_id", "fault_id"], how="left")
-    else:
-        eps = eps.with_columns(fault_sensor=pl.lit(None, pl.Utf8))
-    return eps
 
 
-def expected_families(episodes: pl.DataFrame, sensor_families: Mapping[str, str],
-                      tags: FaultTags = FaultTags()) -> pl.DataFrame:
-    """``device_id, fault_id, fault_tag, expected`` (list of acceptable root-cause families per episode)."""
-    rows = []
-    for r in episodes.iter_rows(named=True):
-        tag = r["fault_tag"]
-        if tag in tags.dropout:
-            fam = sensor_families.get(r.get("fault_sensor") or "")
-            exp = [fam] if fam else []
-        else:
-            exp = list(tags.families.get(tag, ()))
-        rows.append({"device_id": r["device_id"], "fault_id": r["fault_id"], "fault_tag": tag, "expected": exp})
-    return pl.DataFrame(
-        rows,
-        schema={"device_id": pl.Utf8, "fault_id": pl.Utf8, "fault_tag": pl.Utf8, "expected": pl.List(pl.Utf8)},
-    )
+def _expected_families(tags: FaultTags) -> pl.Expr:
+    """The acceptable root-cause families of each row's ``fault_tag`` (empty: not graded)."""
+    return pl.col("fault_tag").replace_strict({t: list(f) for t, f in tags.families.items()}, default=[],
+                                              return_dtype=pl.List(pl.Utf8))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -336,21 +291,13 @@ def _episode_block(eps: pl.DataFrame) -> dict:
 # root cause
 
 
-def root_cause_accuracy(
-    explained: pl.DataFrame,
-    sensor_families: Mapping[str, str],
-    episodes: pl.DataFrame | None = None,
-    tags: FaultTags = FaultTags(),
-) -> dict:
-    """Share of explained, flagged fault points whose ``top_family`` is the fault's family (``tags``).
+def root_cause_accuracy(explained: pl.DataFrame, tags: FaultTags = FaultTags()) -> dict:
+    """Share of explained, flagged fault points whose ``top_family`` is one of the fault's families (``tags``).
 
     ``explained``: ``device_id, fault_id, fault_tag, top_family`` per flagged point (fault-free points are ignored;
-    ``in_training`` rows too). The family of a dropout episode is that of its dropped sensor, taken from
-    (first that applies) a ``fault_sensor`` column of ``explained``, ``episodes`` (``fault_episodes`` output) or the
-    sensor columns of ``explained`` itself. Point level: every flagged point counts (a point with NULL
-    ``top_family`` is wrong). Episode level: the most frequent ``top_family`` of an episode's points. Faults whose
-    family is unknown (no family for the tag or the dropped sensor) are left out and counted in
-    ``points_unknown_family`` / ``episodes_unknown_family``.
+    ``in_training`` rows too). Point level: every flagged point counts (a point with NULL ``top_family`` is wrong).
+    Episode level: the most frequent ``top_family`` of an episode's points. Faults whose tag has no family are left
+    out and counted in ``points_unknown_family`` / ``episodes_unknown_family``.
     Returns ``{"overall": {points, accuracy, episodes, episode_accuracy}, "by_fault_type": {...}}``.
     """
     df = explained.filter(pl.col("fault_id").is_not_null())
@@ -358,20 +305,7 @@ def root_cause_accuracy(
         df = df.filter(~pl.col("in_training").fill_null(False))
     if "is_anomaly" in df.columns:
         df = df.filter(pl.col("is_anomaly").fill_null(False))
-    if "fault_sensor" in df.columns:
-        eps = df.group_by("device_id", "fault_id").agg(
-            pl.col("fault_tag").drop_nulls().first(), pl.col("fault_sensor").drop_nulls().first()
-        )
-    elif episodes is not None:
-        eps = episodes.select("device_id", "fault_id", "fault_tag", "fault_sensor")
-    else:
-        eps = fault_episodes(df, [s for s in sensor_families if s in df.columns], tags).select(
-            "device_id", "fault_id", "fault_tag", "fault_sensor"
-        )
-    exp = expected_families(eps, sensor_families, tags).select("device_id", "fault_id", "expected")
-    df = df.join(exp, on=["device_id", "fault_id"], how="left").with_columns(
-        pl.col("expected").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
-    )
+    df = df.with_columns(expected=_expected_families(tags))
     # A fault whose family is unknown (a generic tag such as "fault") has no right answer: it is left out and
     # counted, not scored as wrong.
     unknown = df.filter(pl.col("expected").list.len() == 0)
@@ -418,8 +352,9 @@ def alert_quality(
     flagged_points: int,
     evidence_window_s: float | None = None,
     tags: FaultTags = FaultTags(),
+    rule_families: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
-    """Quality of routed alerts against labelled episodes.
+    """Quality of routed alerts against labelled episodes, as the operator reads them.
 
     ``evidence_window_s`` (e.g. the longest feature window) adds *extra* keys ``*_with_evidence_window``: an alert
     that starts within that many seconds after an episode ended still rests on features computed over the fault,
@@ -436,16 +371,34 @@ def alert_quality(
     * ``false_alerts_per_fault_free_device_day``: active alerts covering no episode / ``fault_free_device_days``
       (``alerts_per_fault_free_device_day`` is the same; both keys are kept for readability).
     * ``alerts_per_flagged_point``: active alerts / ``flagged_points`` (volume reduction; lower = fewer pages).
+    * ``episode_single_incident``: share of episodes covered by exactly one active alert;
+      ``episode_route_accuracy``: share of the episodes whose tag has a team (``tags.routes``) covered by exactly one
+      active alert routed to that team; ``episode_cause_accuracy``: the same for the cause, right when the alert's
+      rule names one of the tag's families (``rule_families``: rule → the families its cause text names; a burst
+      or fallback names none). Per fault type too.
     """
     act = alerts.filter(pl.col("suppressed_by").is_null()).select(
-        "alert_id", "device_id", pl.col("start_ts").alias("a_start"), pl.col("end_ts").alias("a_end")
+        "alert_id", "device_id", pl.col("start_ts").alias("a_start"), pl.col("end_ts").alias("a_end"),
+        pl.col("route").alias("a_route"),
+        pl.col("rule_name").replace_strict({r: list(f) for r, f in (rule_families or {}).items()}, default=[],
+                                           return_dtype=pl.List(pl.Utf8)).alias("a_families"),
     )
     ep = episodes.select("device_id", "fault_id", "fault_tag", "start_ts", "end_ts")
     pairs = act.join(ep, on="device_id", how="inner").filter(
         (pl.col("a_start") <= pl.col("end_ts")) & (pl.col("a_end") >= pl.col("start_ts"))
     )
-    first = pairs.group_by("device_id", "fault_id").agg(pl.col("a_start").min().alias("first_alert"))
+    first = pairs.with_columns(
+        route_ok=pl.col("a_route") == pl.col("fault_tag").replace_strict(dict(tags.routes), default=None,
+                                                                          return_dtype=pl.Utf8),
+        cause_ok=pl.col("a_families").list.set_intersection(_expected_families(tags)).list.len() > 0,
+    ).group_by("device_id", "fault_id").agg(
+        pl.col("a_start").min().alias("first_alert"), pl.len().alias("n_alerts"),
+        pl.col("route_ok").all().alias("route_ok"), pl.col("cause_ok").all().alias("cause_ok"))
+    single = pl.col("n_alerts").fill_null(0) == 1
     epq = ep.join(first, on=["device_id", "fault_id"], how="left").with_columns(
+        single=single,
+        route_ok=pl.when(pl.col("fault_tag").is_in(list(tags.routes))).then(single & pl.col("route_ok").fill_null(False)),
+        cause_ok=pl.when(pl.col("fault_tag").is_in(list(tags.families))).then(single & pl.col("cause_ok").fill_null(False)),
         alerted=pl.col("first_alert").is_not_null(),
         tta_s=pl.max_horizontal(
             (pl.col("first_alert") - pl.col("start_ts")).dt.total_microseconds() / 1e6, pl.lit(0.0)
@@ -460,6 +413,9 @@ def alert_quality(
             "episodes_alerted": k,
             "episode_alert_recall": k / n if n else None,
             "median_time_to_alert_s": _median(e.filter(pl.col("alerted"))["tta_s"].to_list()) if k else None,
+            "episode_single_incident": float(e["single"].mean()) if n else None,
+            "episode_route_accuracy": _f(e["route_ok"].drop_nulls().cast(pl.Float64).mean()),
+            "episode_cause_accuracy": _f(e["cause_ok"].drop_nulls().cast(pl.Float64).mean()),
         }
 
     n_alerts = act.height

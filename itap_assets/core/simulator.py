@@ -29,8 +29,10 @@ FAULT_WEIGHTS = (0.27, 0.25, 0.28, 0.20)
 # What the simulator's labels mean, for evaluation (a files source says it in its config's `evaluation:`).
 SIMULATOR_FAULT_TAGS = FaultTags(
     critical=("bearing_wear", "overheat_drift", "power_spike"),
-    families={"bearing_wear": ("Vibration",), "overheat_drift": ("Temperature",), "power_spike": ("Voltage", "Current")},
-    dropout=("sensor_dropout",),
+    families={"bearing_wear": ("Vibration",), "overheat_drift": ("Temperature",), "power_spike": ("Voltage", "Current"),
+              "sensor_dropout": ("DataQuality",)},
+    routes={"bearing_wear": "maintenance", "overheat_drift": "maintenance", "power_spike": "electrical",
+            "sensor_dropout": "instrumentation"},
 )
 # Episode duration ranges in seconds.
 FAULT_DURATION_S = {

@@ -1,9 +1,11 @@
 """Device-day and fleet-day summaries: how bad, what kind, better or worse than yesterday.
 
-Health (0–100) is deliberately simple enough to explain on a shift handover:
-`100 − 50·min(1, flagged_share / 5%) − 50·min(1, (max_score / threshold − 1) / 2)`:
-half the points for how much of the day was anomalous, half for how far the worst point went past its threshold
-(3× the threshold or more costs the whole half).
+Health (0–100, higher is healthier) is deliberately simple enough to explain on a shift handover:
+`(100 − 50·(1 − e^(−flagged_share / 5%)) − 50·(1 − e^(−(max_score / threshold − 1) / 2))) / (1 + incidents)`,
+where `incidents` = 9·CRITICAL + 3·WARNING + 1·INFO active incidents of the day. The numerator gives half the
+points for how much of the day was anomalous and half for how far the worst point went past its threshold, and
+never saturates (a saturating term made the worst devices tie at 0); the divisor ranks a device with more or worse
+incidents below one with fewer, so a day with four critical incidents never ties with one with a warning.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import json
 
 import polars as pl
 
-FLAGGED_SHARE_FOR_ZERO = 0.05
-EXCESS_FOR_ZERO = 2.0
+FLAGGED_SHARE_SCALE = 0.05  # the scale of each term: e^-1 of its half is left at a 5 % flagged share ...
+EXCESS_SCALE = 2.0          # ... and at a worst point 3x the threshold
+INCIDENT_WEIGHT = {"CRITICAL": 9.0, "WARNING": 3.0, "INFO": 1.0}
 
 DEVICE_SUMMARY_SCHEMA = {
     "day": pl.Date,
@@ -28,16 +31,26 @@ DEVICE_SUMMARY_SCHEMA = {
     "dominant_family": pl.String,
     "dominant_families": pl.String,
     "top_features": pl.String,
+    "critical_incidents": pl.Int64,
+    "warning_incidents": pl.Int64,
+    "info_incidents": pl.Int64,
     "health": pl.Float64,
     "health_change": pl.Float64,
 }
 
 
 def health_expr(flagged_share: pl.Expr, max_score: pl.Expr, threshold: pl.Expr) -> pl.Expr:
-    burden = pl.min_horizontal(flagged_share / FLAGGED_SHARE_FOR_ZERO, pl.lit(1.0))
-    excess = pl.min_horizontal(pl.max_horizontal(max_score / threshold - 1.0, pl.lit(0.0)) / EXCESS_FOR_ZERO,
-                               pl.lit(1.0))
-    return (100.0 - 50.0 * burden - 50.0 * excess.fill_null(0.0)).round(1)
+    burden = 1.0 - (-flagged_share / FLAGGED_SHARE_SCALE).exp()
+    excess = 1.0 - (-pl.max_horizontal(max_score / threshold - 1.0, pl.lit(0.0)) / EXCESS_SCALE).exp()
+    incidents = sum(INCIDENT_WEIGHT[s] * pl.col(f"{s.lower()}_incidents") for s in INCIDENT_WEIGHT)
+    return ((100.0 - 50.0 * burden - 50.0 * excess.fill_null(0.0)) / (1.0 + incidents)).round(3)
+
+
+def incident_counts(alerts: pl.DataFrame) -> pl.DataFrame:
+    """Active incidents per device-day and severity (``<severity>_incidents``)."""
+    active = alerts.filter(pl.col("suppressed_by").is_null())
+    return active.group_by("day", "device_id").agg(
+        (pl.col("severity") == s).sum().cast(pl.Int64).alias(f"{s.lower()}_incidents") for s in INCIDENT_WEIGHT)
 
 
 def _mean_shares(frame: pl.DataFrame, column: str) -> pl.DataFrame:
@@ -72,9 +85,10 @@ def _as_json(long: pl.DataFrame, name: str, top: int, *, pairs: bool) -> pl.Data
                           pl.col("key").list.first().alias(f"{name}_first"))
 
 
-def device_day_summaries(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl.DataFrame:
-    """One row per (day, device): volume, score statistics, dominant families, top features, health and its change
-    against the device's previous day (NULL when that day is not in `scores`)."""
+def device_day_summaries(scores: pl.DataFrame, explanations: pl.DataFrame, alerts: pl.DataFrame) -> pl.DataFrame:
+    """One row per (day, device): volume, score statistics, dominant families, top features, active incidents by
+    severity (`alerts` of the day), health and its change against the device's previous day (NULL when that day
+    is not in `scores`)."""
     base = scores.group_by("day", "device_id").agg(
         pl.len().cast(pl.Int64).alias("points"),
         pl.col("is_anomaly").sum().cast(pl.Int64).alias("flagged"),
@@ -91,6 +105,8 @@ def device_day_summaries(scores: pl.DataFrame, explanations: pl.DataFrame) -> pl
     out = (
         base.join(families, on=["day", "device_id"], how="left")
         .join(features, on=["day", "device_id"], how="left")
+        .join(incident_counts(alerts), on=["day", "device_id"], how="left")
+        .with_columns(pl.col(f"{s.lower()}_incidents").fill_null(0) for s in INCIDENT_WEIGHT)
         .with_columns(health_expr(pl.col("flagged_share"), pl.col("max_score"), pl.col("threshold")).alias("health"))
         .sort("device_id", "day")
     )

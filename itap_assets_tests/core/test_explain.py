@@ -9,7 +9,6 @@ from itap_assets.core.explain import (
     explain_schema,
     explained_families,
     feature_family_map,
-    root_cause_family_map,
 )
 
 NAMES = ["temp_mean", "temp_std", "vib_mean", "volt_mean", "cur_mean", "temp_missing"]
@@ -100,37 +99,13 @@ def test_unknown_features_and_empty_input():
         explain_points(np.zeros((2, 3)), NAMES, FAMILIES)
 
 
-def test_root_cause_map_files_sensor_data_quality_under_the_sensor_family():
+def test_data_quality_features_keep_their_family():
+    """A dropout is an instrumentation problem: its features explain as DataQuality, not as the sensor's family."""
     specs = [
         Spec("temp_c__mean_5m", "temp_c", "Temperature"),
         Spec("temp_c__missing_streak", "temp_c", "DataQuality"),
-        Spec("rpm__missing_streak", "rpm", "DataQuality"),
-        Spec("fleet__missing", None, "DataQuality"),
         Spec("state__transitions_5m", None, "State"),
     ]
-    own = feature_family_map(specs)
-    assert own["temp_c__missing_streak"] == "DataQuality"
-    rc = root_cause_family_map(specs, {"rpm": "RPM"})
-    assert rc == {
-        "temp_c__mean_5m": "Temperature",
-        "temp_c__missing_streak": "Temperature",  # implied by the sensor's own features
-        "rpm__missing_streak": "RPM",  # from sensor_families
-        "fleet__missing": "DataQuality",
-        "state__transitions_5m": "State",
-    }
+    assert feature_family_map(specs) == {"temp_c__mean_5m": "Temperature", "temp_c__missing_streak": "DataQuality",
+                                         "state__transitions_5m": "State"}
     assert feature_family_map({"a": "X"}) == {"a": "X"}
-
-
-def test_root_cause_map_with_the_feature_registry():
-    from itap_assets.core import features
-    from itap_assets.settings import DEFAULT_SENSORS
-
-    sensor_families = {k: v.family for k, v in DEFAULT_SENSORS.items()}
-    specs = features.feature_registry(sensor_families)
-    rc = root_cause_family_map(specs, sensor_families)
-    assert set(rc) == {s.name for s in specs}
-    for spec in specs:
-        if spec.sensor is not None:
-            assert rc[spec.name] == sensor_families[spec.sensor]
-        else:
-            assert rc[spec.name] == spec.family

@@ -10,7 +10,6 @@ from itap_assets.core.metrics import (
     FaultTags,
     alert_quality,
     detection_metrics,
-    expected_families,
     fault_episodes,
     fault_free_device_days,
     metrics_frame,
@@ -19,7 +18,6 @@ from itap_assets.core.metrics import (
 )
 
 T0 = datetime(2026, 1, 2)
-SENSOR_FAMILIES = {"temp_c": "Temperature", "rpm": "RPM"}
 
 
 def ts(i: int) -> datetime:
@@ -130,63 +128,57 @@ def test_undefined_metrics_are_none():
     assert o["false_alarm_rate"] == pytest.approx(1 / 3) and o["unscored_rows"] == 1
 
 
-def test_fault_episodes_find_the_dropped_sensor(frame):
-    eps = fault_episodes(frame.drop("score", "is_anomaly", "in_training"), tags=TAGS)
+def test_fault_episodes(frame):
+    eps = fault_episodes(frame.drop("score", "is_anomaly", "in_training"))
     got = {r["fault_id"]: r for r in eps.iter_rows(named=True)}
-    assert got["B-F2"]["fault_sensor"] == "temp_c" and got["A-F1"]["fault_sensor"] is None
+    assert set(got) == {"A-F1", "B-F1", "B-F2"}
     assert got["A-F1"]["start_ts"] == ts(8) and got["A-F1"]["end_ts"] == ts(11) and got["A-F1"]["n_points"] == 4
-    exp = {r["fault_id"]: r["expected"] for r in expected_families(eps, SENSOR_FAMILIES, TAGS).iter_rows(named=True)}
-    assert exp == {"A-F1": ["Vibration"], "B-F1": ["Voltage", "Current"], "B-F2": ["Temperature"]}
 
 
-def test_root_cause_accuracy(frame):
+def test_root_cause_accuracy():
+    """A sensor dropout's right root cause is DataQuality (an instrumentation problem), not the dropped sensor's
+    family."""
     explained = pl.DataFrame(
         {
             "device_id": ["A", "A", "A", "A", "B", "B"],
             "fault_id": ["A-F1", "A-F1", "A-F1", None, "B-F2", "B-F2"],
             "fault_tag": ["bearing_wear"] * 3 + [None, "sensor_dropout", "sensor_dropout"],
-            "top_family": ["Vibration", "Vibration", "Temperature", "Voltage", "Temperature", None],
+            "top_family": ["Vibration", "Vibration", "Temperature", "Voltage", "DataQuality", "Temperature"],
         }
     )
-    eps = fault_episodes(frame, tags=TAGS)
-    r = root_cause_accuracy(explained, SENSOR_FAMILIES, episodes=eps, tags=TAGS)
+    r = root_cause_accuracy(explained, tags=TAGS)
     assert r["overall"]["points"] == 5 and r["overall"]["accuracy"] == pytest.approx(3 / 5)
-    assert r["overall"]["episodes"] == 2 and r["overall"]["episode_accuracy"] == 1.0
+    assert r["overall"]["episodes"] == 2
     assert r["by_fault_type"]["bearing_wear"]["accuracy"] == pytest.approx(2 / 3)
     assert r["by_fault_type"]["sensor_dropout"]["accuracy"] == pytest.approx(1 / 2)
-    # the dropped sensor can also come from a fault_sensor column ...
-    with_sensor = explained.with_columns(fault_sensor=pl.lit("temp_c"))
-    assert root_cause_accuracy(with_sensor, SENSOR_FAMILIES, tags=TAGS)["by_fault_type"]["sensor_dropout"]["accuracy"] == 0.5
-    # ... or be derived from sensor columns carried by the explained rows
-    flagged = frame.filter(pl.col("is_anomaly")).with_columns(top_family=pl.lit("Temperature"))
-    r2 = root_cause_accuracy(flagged, SENSOR_FAMILIES, tags=TAGS)
-    assert r2["by_fault_type"]["sensor_dropout"]["accuracy"] == 1.0
-    assert r2["by_fault_type"]["bearing_wear"]["accuracy"] == 0.0
 
 
 def test_root_cause_leaves_out_faults_whose_family_is_unknown():
     explained = pl.DataFrame({
         "device_id": ["A", "A", "A"], "fault_id": ["A-F1", "A-F1", "A-F2"],
         "fault_tag": ["bearing_wear", "bearing_wear", "fault"],  # a generic tag from a plant's files
-        "top_family": ["Vibration", "Temperature", "Voltage"], "fault_sensor": [None, None, None],
-    }, schema_overrides={"fault_sensor": pl.Utf8})
-    r = root_cause_accuracy(explained, SENSOR_FAMILIES, tags=TAGS)["overall"]
+        "top_family": ["Vibration", "Temperature", "Voltage"],
+    })
+    r = root_cause_accuracy(explained, tags=TAGS)["overall"]
     assert r["accuracy"] == pytest.approx(1 / 2) and r["points"] == 2
     assert r["points_unknown_family"] == 1 and r["episodes_unknown_family"] == 1
 
 
+def _alerts(**columns) -> pl.DataFrame:
+    n = len(columns["alert_id"])
+    base = {"severity": ["WARNING"] * n, "rule_name": ["bearing_wear"] * n, "route": ["maintenance"] * n,
+            "suppressed_by": [None] * n}
+    return pl.DataFrame({**base, **columns}, schema_overrides={"suppressed_by": pl.Utf8})
+
+
 def test_alert_quality(frame):
-    eps = fault_episodes(frame, tags=TAGS)
-    alerts = pl.DataFrame(
-        {
-            "alert_id": ["a1", "a2", "a3", "a4"],
-            "device_id": ["A", "A", "B", "B"],
-            "start_ts": [ts(9), ts(15), ts(2), ts(10)],
-            "end_ts": [ts(12), ts(16), ts(4), ts(13)],
-            "severity": ["critical", "warning", "critical", "warning"],
-            "rule_name": ["r"] * 4,
-            "suppressed_by": [None, None, "a9", None],
-        }
+    eps = fault_episodes(frame)
+    alerts = _alerts(
+        alert_id=["a1", "a2", "a3", "a4"],
+        device_id=["A", "A", "B", "B"],
+        start_ts=[ts(9), ts(15), ts(2), ts(10)],
+        end_ts=[ts(12), ts(16), ts(4), ts(13)],
+        suppressed_by=[None, None, "min_events:3", None],
     )
     q = alert_quality(alerts, eps, fault_free_device_days=2, flagged_points=4, tags=TAGS)
     o = q["overall"]
@@ -198,6 +190,27 @@ def test_alert_quality(frame):
     assert o["alerts_per_flagged_point"] == pytest.approx(3 / 4)
     assert o["median_time_to_alert_s"] == pytest.approx(5.0)  # 10 s (A-F1) and 0 s (B-F2: alert already open)
     assert q["by_fault_type"]["power_spike"]["episodes_alerted"] == 0
+
+
+def test_alert_quality_grades_what_the_operator_reads(frame):
+    """One incident per episode, routed to the fault's team, with a cause naming the fault's family; two incidents
+    for one fault are wrong however they are routed."""
+    eps = fault_episodes(frame)
+    families = {"bearing_wear": ("Vibration",), "overheating": ("Temperature",), "sensor_data_quality": ("DataQuality",)}
+    right = _alerts(alert_id=["a1", "b1"], device_id=["A", "B"], start_ts=[ts(8), ts(12)], end_ts=[ts(11), ts(16)],
+                    rule_name=["bearing_wear", "sensor_data_quality"], route=["maintenance", "instrumentation"])
+    o = alert_quality(right, eps, 2, 4, tags=TAGS, rule_families=families)["overall"]
+    # B-F1 (power_spike) has no incident: not single, route and cause wrong
+    assert o["episode_single_incident"] == pytest.approx(2 / 3)
+    assert o["episode_route_accuracy"] == pytest.approx(2 / 3) and o["episode_cause_accuracy"] == pytest.approx(2 / 3)
+    wrong = _alerts(alert_id=["a1", "a2", "b1"], device_id=["A", "A", "B"], start_ts=[ts(8), ts(10), ts(12)],
+                    end_ts=[ts(9), ts(11), ts(16)], rule_name=["bearing_wear", "bearing_wear", "overheating"],
+                    route=["maintenance", "maintenance", "maintenance"])
+    q = alert_quality(wrong, eps, 2, 4, tags=TAGS, rule_families=families)
+    assert q["by_fault_type"]["bearing_wear"]["episode_single_incident"] == 0.0  # two incidents for one fault
+    assert q["by_fault_type"]["bearing_wear"]["episode_route_accuracy"] == 0.0
+    assert q["by_fault_type"]["sensor_dropout"]["episode_route_accuracy"] == 0.0  # a dropout paged as a machine fault
+    assert q["by_fault_type"]["sensor_dropout"]["episode_cause_accuracy"] == 0.0
 
 
 def test_fault_free_device_days_and_long_frame(frame):
@@ -218,8 +231,9 @@ def test_labels_mean_what_the_config_says(frame):
     generic = FaultTags()
     m = detection_metrics(frame, tags=generic)["overall"]
     assert m["critical_episodes"] == m["episodes"]  # every tag critical when none is named
-    eps = fault_episodes(frame, tags=generic)
-    assert eps["fault_sensor"].null_count() == eps.height  # no dropout tags: no dropped sensor looked for
+    eps = fault_episodes(frame)
+    assert alert_quality(_alerts(alert_id=["a1"], device_id=["A"], start_ts=[ts(8)], end_ts=[ts(11)]), eps, 2, 4,
+                         tags=generic)["overall"]["episode_route_accuracy"] is None  # no routes named: not graded
     only = FaultTags(critical=("power_spike",), families={"power_spike": ("Voltage",)})
     assert detection_metrics(frame, tags=only)["overall"]["critical_episodes"] == \
         eps.filter(pl.col("fault_tag") == "power_spike").height

@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from itap_assets.core.explain import root_cause_family_map
+from itap_assets.core.explain import feature_family_map
 from itap_assets.core.features import device_day_features, feature_registry
 from itap_assets.core.scoring import (
     fit_device_model, model_record, score_and_explain_device, score_device, smoothed_threshold,
@@ -36,7 +36,7 @@ def test_an_anomaly_injected_into_one_sensor_is_blamed_on_its_family(sensor, shi
     det, threshold = fit_device_model("DEV-0001", train, names, model)
     record = model_record("DEV-0001", 1, det, threshold, train, model)
     scored, explained = score_and_explain_device(feats, record, det,
-                                                 root_cause_family_map(feature_registry(FAMILIES), FAMILIES))
+                                                 feature_family_map(feature_registry(FAMILIES)))
     assert scored.equals(score_device(feats, record, det))
     flagged = scored.with_columns(injected.select(window.alias("injected"))).filter("is_anomaly")
     assert flagged.height > 0

@@ -1,6 +1,7 @@
 """Device-day and fleet summaries against values computed by hand on a small fixture."""
 
 import json
+import math
 from datetime import date, datetime
 
 import polars as pl
@@ -32,12 +33,23 @@ def explanations_fixture() -> pl.DataFrame:
     })
 
 
+def alerts_fixture(*severities: str, day: date = D2, device: str = "DEV-A", suppressed: int = 0) -> pl.DataFrame:
+    """Active incidents of the given severities, plus `suppressed` ones that must not count."""
+    n = len(severities) + suppressed
+    return pl.DataFrame({"day": [day] * n, "device_id": [device] * n,
+                         "severity": [*severities, *["CRITICAL"] * suppressed],
+                         "suppressed_by": [None] * len(severities) + ["min_events:3"] * suppressed},
+                        schema_overrides={"suppressed_by": pl.Utf8, "day": pl.Date, "device_id": pl.Utf8,
+                                          "severity": pl.Utf8})
+
+
 def test_points_without_an_explanation_count_as_zero_share():
     # given a third explained point with no attribution (NULL shares, no top features)
     extra = explanations_fixture().head(1).with_columns(
         pl.lit(datetime(2026, 1, 2, 0, 3)).alias("ts"), pl.lit(None).alias("family_pct"),
         pl.lit([]).alias("top_features"))
-    out = device_day_summaries(scores_fixture(), pl.concat([explanations_fixture(), extra], how="vertical_relaxed"))
+    out = device_day_summaries(scores_fixture(), pl.concat([explanations_fixture(), extra], how="vertical_relaxed"),
+                               alerts_fixture())
     day2 = out.sort("day").row(1, named=True)
     # then the means are over all three points
     assert json.loads(day2["dominant_families"]) == {"Vibration": 46.67, "Voltage": 13.33, "RPM": 6.67}
@@ -45,20 +57,34 @@ def test_points_without_an_explanation_count_as_zero_share():
 
 
 def test_device_day_summary_matches_hand_computed_values():
-    out = device_day_summaries(scores_fixture(), explanations_fixture()).sort("day")
+    out = device_day_summaries(scores_fixture(), explanations_fixture(),
+                               alerts_fixture("CRITICAL", suppressed=1)).sort("day")
     day1, day2 = out.row(0, named=True), out.row(1, named=True)
     assert (day1["points"], day1["flagged"], day1["flagged_share"]) == (4, 0, 0.0)
     assert day1["mean_score"] == pytest.approx(2.0) and day1["max_score"] == 3.0
     assert day1["health"] == 100.0 and day1["health_change"] is None
     assert (day2["points"], day2["flagged"], day2["flagged_share"]) == (4, 2, 0.5)
     assert day2["mean_score"] == pytest.approx(4.0) and day2["max_score"] == 8.0
-    # health = 100 - 50·min(1, 0.5/0.05) - 50·min(1, (8/4 - 1)/2) = 100 - 50 - 25
-    assert day2["health"] == 25.0
-    assert day2["health_change"] == -75.0
+    # health = (100 - 50·(1 - e^-(0.5/0.05)) - 50·(1 - e^-((8/4 - 1)/2))) / (1 + 9 for one CRITICAL incident)
+    expected = (100 - 50 * (1 - math.exp(-10)) - 50 * (1 - math.exp(-0.5))) / 10
+    assert day2["health"] == pytest.approx(expected, abs=1e-3)
+    assert (day2["critical_incidents"], day2["warning_incidents"], day2["info_incidents"]) == (1, 0, 0)
+    assert day2["health_change"] == pytest.approx(expected - 100, abs=1e-3)
     # families: mean over the 2 explained points: Vibration 70, RPM 10, Voltage 20
     assert json.loads(day2["dominant_families"]) == {"Vibration": 70.0, "Voltage": 20.0, "RPM": 10.0}
     assert day2["dominant_family"] == "Vibration"
     assert json.loads(day2["top_features"]) == [["vib_std", 40.0], ["rpm_mean", 10.0]]
+
+
+def test_health_ranks_more_and_worse_incidents_lower_and_never_ties():
+    """The demo's old tie: several devices at health 0.0, the one with four critical incidents ranked third."""
+    scores = pl.concat([scores_fixture().filter(pl.col("day") == D2).with_columns(pl.lit(d).alias("device_id"))
+                        for d in ("FOUR_CRIT", "ONE_WARN", "ONE_CRIT", "CLEAN")])
+    alerts = pl.concat([alerts_fixture(*["CRITICAL"] * 4, device="FOUR_CRIT"), alerts_fixture("WARNING", device="ONE_WARN"),
+                        alerts_fixture("CRITICAL", device="ONE_CRIT")])
+    out = device_day_summaries(scores, explanations_fixture().head(0), alerts).sort("health")
+    assert out["device_id"].to_list() == ["FOUR_CRIT", "ONE_CRIT", "ONE_WARN", "CLEAN"]
+    assert out["health"].n_unique() == 4
 
 
 def test_fleet_summary_ranks_devices_worst_first_and_counts_causes():

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from itap_assets.core.ingest import IngestError, available_partitions, read_file, read_telemetry
-from itap_assets.core.rules import AlertRulesError, load_alert_rules
+from itap_assets.core.alerting import AlertRulesError, load_alert_rules
 from itap_assets.core.validation import ValidationResult, split_telemetry
 from itap_assets.settings import PROJECT_ROOT, IngestionSettings, Settings, SettingsError, load_settings
 

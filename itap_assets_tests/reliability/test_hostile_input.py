@@ -16,7 +16,7 @@ import pytest
 
 from itap_assets import storage
 from itap_assets.core.ingest import IngestError, discover_files, read_file, read_telemetry
-from itap_assets.core.rules import AlertRulesError, load_alert_rules
+from itap_assets.core.alerting import AlertRulesError, load_alert_rules
 from itap_assets.partitions import day_device_partitions, day_partitions, device_partitions
 from itap_assets.resources import partition_keys_frame
 from itap_assets.settings import PROJECT_ROOT, ID_PATTERN, IngestionSettings, SettingsError, load_settings

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from itap_assets.core.rules import (
-    DEFAULT_FAMILIES,
-    AlertRulesError,
-    DominantFamilyRule,
-    load_alert_rules,
-    parse_alert_rules,
-)
-from itap_assets_tests.core.test_rules_support import SOURCE, bands, burst, config, dominant, fallback, tag_routes
+from itap_assets.core.alerting import DEFAULT_FAMILIES, AlertRulesError, load_alert_rules, parse_alert_rules
+from itap_assets.core.alerting.config import DominantFamilyRule
+from itap_assets_tests.core.alerting.builders import SOURCE, bands, burst, config, dominant, fallback, tag_routes
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def error_of(raw: dict, known=DEFAULT_FAMILIES) -> str:
@@ -83,13 +78,10 @@ def test_user_added_family_is_valid_when_known():
     assert cfg.rules[0].families == ("Pressure",)
 
 
-def test_missing_inhibit_key_means_higher_severity_inhibits_lower_and_empty_list_disables():
-    # given one config without an inhibit key and one with an empty list
-    default = config(fallback(severity="INFO"))
-    off = config(fallback(severity="INFO"), inhibit=[])
-    # then the first has the default inhibition and the second none
-    assert default.inhibit and default.inhibit[0].source_severity == ("CRITICAL", "WARNING")
-    assert off.inhibit == ()
+def test_inhibit_is_an_error_saying_why_it_is_gone():
+    message = error_of(with_rules(fallback(severity="INFO"), inhibit=[]))
+    assert message.startswith("configs/alert_rules.yaml: inhibit is no longer supported: incidents are grouped per "
+                              "device")
 
 
 def test_disabled_duplicate_singleton_is_allowed():
@@ -286,18 +278,6 @@ def test_silence_with_invalid_regex_is_rejected():
     silence = {"name": "m", "device_regex": "DEV-(", "start": "2026-01-02T08:00", "end": "2026-01-02T09:00"}
     message = error_of(with_rules(fallback(severity="INFO"), silences=[silence]))
     assert message.startswith("configs/alert_rules.yaml: Silence 'm': device_regex='DEV-(' is not a valid regular")
-
-
-def test_inhibit_that_can_never_apply_is_rejected():
-    message = error_of(with_rules(fallback(severity="INFO"),
-                                  inhibit=[{"name": "up", "source_severity": "INFO", "target_severity": "CRITICAL"}]))
-    assert message.startswith("configs/alert_rules.yaml: Inhibit 'up': source_severity=['INFO'] is never above")
-
-
-def test_inhibit_referring_to_unknown_rule_is_rejected():
-    inhibit = [{"name": "x", "source_severity": "CRITICAL", "target_severity": "INFO", "target_rules": ["vibe"]}]
-    message = error_of(with_rules(dominant("vib", "Vibration"), inhibit=inhibit))
-    assert message == "configs/alert_rules.yaml: Inhibit 'x': target_rules: unknown rule 'vibe'; did you mean 'vib'?"
 
 
 # --- files -------------------------------------------------------------------------------------------------------

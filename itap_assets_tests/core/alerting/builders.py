@@ -1,4 +1,4 @@
-"""Builders shared by the ``test_rules_*`` files (no tests here): points, frames and rule configs in a few words."""
+"""Builders shared by the alerting tests: points, frames and rule configs in a few words."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import polars as pl
 
-from itap_assets.core.rules import DEFAULT_FAMILIES, AlertRulesConfig, evaluate_alerts, parse_alert_rules
+from itap_assets.core.alerting import DEFAULT_FAMILIES, AlertRulesConfig, evaluate_alerts, parse_alert_rules
 
 DAY = datetime(2026, 1, 2)  # output day D; day D-1 is context
 SOURCE = "configs/alert_rules.yaml"

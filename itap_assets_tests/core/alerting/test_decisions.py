@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 
-from itap_assets.core.rules import ALERT_SCHEMA, DEFAULT_FAMILIES, evaluate_alerts, normalise_tag
-from itap_assets_tests.core.test_rules_support import (
+from itap_assets.core.alerting import ALERT_SCHEMA, DEFAULT_FAMILIES, evaluate_alerts, normalise_tag
+from itap_assets_tests.core.alerting.builders import (
     DAY,
     TEMP,
     VIB,
@@ -123,12 +123,12 @@ def test_unflagged_points_do_not_count_towards_a_burst():
     assert alerts.is_empty()
 
 
-def test_burst_counts_points_that_other_rules_explain():
-    # given two vibration points explained by a higher-priority rule and one unexplained point
+def test_burst_counts_every_point_of_the_incident():
+    # given two vibration points and one unexplained point: vibration holds 47 % of the incident, below 50 %
     cfg = config(dominant("vib", "Vibration", priority=10), burst(n=3, window=5))
     alerts = run(cfg, point(0, families=VIB), point(1, families=VIB), point(2))
-    # then all three count for the burst, but only the third is explained by it
-    assert alerts.select("rule_name", "start_ts", "n_events").rows() == [("vib", at(0), 2), ("storm", at(2), 1)]
+    # then all three count for the burst, which explains the one incident
+    assert alerts.select("rule_name", "start_ts", "n_events").rows() == [("storm", at(0), 3)]
 
 
 # --- dominant family ---------------------------------------------------------------------------------------------
@@ -150,8 +150,8 @@ def test_multi_family_rule_matches_when_every_family_reaches_min_percent():
     # given a rule on Voltage and Current at 30 % each and a point with 35 % and exactly 30 %
     cfg = config(dominant("electrical", ["Voltage", "Current"], min_percent=30), fallback(severity="INFO"))
     alerts = run(cfg, point(0, families={"Voltage": 35.0, "Current": 30.0, "RPM": 35.0}))
-    # then it matches with full confidence
-    assert alerts.select("rule_name", "confidence").rows() == [("electrical", 1.0)]
+    # then it matches; confidence = (65 % - 35 % for the next family) x 1 / (1 + 1) for a single point
+    assert alerts.select("rule_name", "confidence").rows() == [("electrical", 0.15)]
 
 
 def test_multi_family_rule_does_not_match_when_one_family_is_below():
@@ -244,18 +244,19 @@ def test_precedence_does_not_flicker_with_point_scores():
 # --- fallback and score bands ------------------------------------------------------------------------------------
 
 
-def test_fallback_alert_carries_its_texts_route_and_zero_confidence():
+def test_fallback_alert_carries_its_texts_route_and_confidence_that_no_family_dominates():
     cfg = config(dominant("vib", "Vibration"), fallback(severity="INFO", route="triage"))
     alerts = run(cfg, point(0, families=TEMP))
     row = alerts.row(0, named=True)
+    # confidence: (1 - the largest share, 80 %) x 1 / (1 + 1)
     assert (row["rule_name"], row["cause"], row["action"], row["route"], row["confidence"]) == (
-        "unexplained", "no rule explains it", "review trends", "triage", 0.0
+        "unexplained", "no rule explains it", "review trends", "triage", 0.1
     )
 
 
-def test_without_fallback_unexplained_points_raise_no_alert():
-    alerts = run(config(dominant("vib", "Vibration")), point(0, families=TEMP), point(1, families=VIB))
-    assert alerts["rule_name"].to_list() == ["vib"]
+def test_without_fallback_unexplained_incidents_raise_no_alert():
+    alerts = run(config(dominant("vib", "Vibration")), point(0, families=TEMP), point(30, families=VIB))
+    assert alerts.select("rule_name", "start_ts").rows() == [("vib", at(30))]
 
 
 def test_disabled_rule_explains_nothing():

@@ -1,19 +1,22 @@
-"""Incidents, not event spam: merging, cooldown, inhibition, silences, deterministic ids and the output window."""
+"""Incidents, not event spam: one per device and stretch of evidence, cooldown, silences, status, deterministic ids
+and the output window."""
 
 from __future__ import annotations
 
 import hashlib
 
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from itap_assets.core.rules import DEFAULT_FAMILIES, AlertRulesError, alert_id, evaluate_alerts, parse_alert_rules
-from itap_assets_tests.core.test_rules_support import (
+from itap_assets.core.alerting import DEFAULT_FAMILIES, AlertRulesError, alert_id, evaluate_alerts, parse_alert_rules
+from itap_assets_tests.core.alerting.builders import (
     DAY,
     SOURCE,
     TEMP,
     VIB,
     at,
+    burst,
     config,
     dominant,
     fallback,
@@ -22,26 +25,9 @@ from itap_assets_tests.core.test_rules_support import (
     run,
 )
 
-RPM = {"RPM": 90.0, "Voltage": 10.0}
-
-
 def vib_cfg(**kw):
     return config(dominant("vib", "Vibration", severity=kw.pop("severity", "WARNING"),
                            **({"cooldown_minutes": kw.pop("rule_cooldown")} if "rule_cooldown" in kw else {})), **kw)
-
-
-def three_severities(**kw):
-    """vib CRITICAL, temp WARNING, rpm INFO: one rule per family."""
-    return config(
-        dominant("vib", "Vibration", severity="CRITICAL"),
-        dominant("temp", "Temperature", severity="WARNING"),
-        dominant("rpm", "RPM", severity="INFO"),
-        **kw,
-    )
-
-
-def by_rule(alerts):
-    return {r["rule_name"]: r for r in alerts.to_dicts()}
 
 
 # --- merging and cooldown ----------------------------------------------------------------------------------------
@@ -65,10 +51,13 @@ def test_gap_just_over_the_merge_gap_splits():
     assert alerts.select("start_ts", "n_events").rows() == [(at(0), 1), (at(10, microseconds=1), 1)]
 
 
-def test_different_rules_on_one_device_are_separate_incidents():
-    cfg = config(dominant("vib", "Vibration"), dominant("temp", "Temperature"))
+def test_one_device_is_one_incident_whatever_each_point_looks_like():
+    """Alertmanager's group_by [device]: interleaved evidence of two families is one incident, decided from all of
+    it (vibration holds 47 % of the incident's attribution, temperature 27 %: vibration's fault)."""
+    cfg = config(dominant("vib", "Vibration", min_percent=40), dominant("temp", "Temperature", min_percent=40),
+                 fallback(severity="INFO"))
     alerts = run(cfg, point(0, families=VIB), point(1, families=TEMP), point(2, families=VIB))
-    assert alerts.select("rule_name", "n_events").sort("rule_name").rows() == [("temp", 1), ("vib", 2)]
+    assert alerts.select("rule_name", "n_events").rows() == [("vib", 3)]
 
 
 def test_same_rule_on_different_devices_are_separate_incidents():
@@ -88,11 +77,17 @@ def test_recurrence_after_the_cooldown_opens_a_new_incident():
     assert alerts["start_ts"].to_list() == [at(0), at(31)]
 
 
-def test_rule_cooldown_overrides_the_default():
-    # given a default cooldown of 30 but the rule's own cooldown of 0
-    alerts = run(vib_cfg(merge_gap=10, cooldown=30, rule_cooldown=0), point(0, families=VIB), point(25, families=VIB))
-    # then the merge gap alone decides: two incidents
-    assert alerts.height == 2
+def test_rule_cooldown_folds_incidents_of_that_rule():
+    # given no default cooldown but the rule's own cooldown of 30
+    alerts = run(vib_cfg(merge_gap=10, cooldown=0, rule_cooldown=30), point(0, families=VIB), point(25, families=VIB))
+    # then the recurrence is folded into the first incident
+    assert alerts.select("start_ts", "end_ts", "n_events").rows() == [(at(0), at(25), 2)]
+
+
+def test_rule_cooldown_does_not_fold_incidents_of_another_rule():
+    cfg = config(dominant("vib", "Vibration", cooldown_minutes=30), dominant("temp", "Temperature"))
+    alerts = run(cfg, point(0, families=VIB), point(25, families=TEMP))
+    assert alerts.select("rule_name", "start_ts").rows() == [("vib", at(0)), ("temp", at(25))]
 
 
 def test_cooldown_restarts_from_the_extended_end():
@@ -105,76 +100,58 @@ def test_duplicate_rows_for_one_device_and_timestamp_count_once():
     assert alerts["n_events"].to_list() == [2]
 
 
-# --- inhibition --------------------------------------------------------------------------------------------------
+# --- one incident: its cause, confidence and status come from all its evidence -----------------------------------
 
 
-def test_critical_alert_inhibits_an_overlapping_warning_of_the_same_device():
-    # given interleaved vibration (CRITICAL) and temperature (WARNING) points on one device
-    points = [point(m, families=VIB if m % 2 == 0 else TEMP) for m in range(6)]
-    alerts = by_rule(run(three_severities(), *points))
-    # then the warning is kept but suppressed by the critical alert's id
-    assert alerts["vib"]["suppressed_by"] is None
-    assert alerts["temp"]["suppressed_by"] == alerts["vib"]["alert_id"]
+def test_a_burst_with_a_dominant_family_is_that_familys_fault():
+    cfg = config(dominant("vib", "Vibration", priority=10), burst("storm", n=3, window=5), fallback(severity="INFO"))
+    alerts = run(cfg, *(point(m, families=VIB) for m in range(5)))
+    assert alerts["rule_name"].to_list() == ["vib"]
 
 
-def test_an_incident_open_before_the_critical_one_began_is_not_retracted():
-    # given a temperature WARNING incident open from minute 0 and a vibration CRITICAL one from minute 3
-    points = [point(m, families=TEMP) for m in range(6)] + [point(at(3, seconds=30), families=VIB)]
-    alerts = by_rule(run(three_severities(), *points))
-    # then the warning stays active: it paged before the critical incident existed
-    assert alerts["temp"]["suppressed_by"] is None and alerts["vib"]["suppressed_by"] is None
+def test_no_dominant_family_is_the_answer_only_when_there_is_none():
+    mixed = [{"Vibration": 40.0, "Temperature": 35.0, "RPM": 25.0}, {"Temperature": 45.0, "Vibration": 30.0, "RPM": 25.0}]
+    cfg = config(dominant("vib", "Vibration", priority=10), dominant("temp", "Temperature", priority=10),
+                 burst("storm", n=3, window=5), fallback(severity="INFO"))
+    alerts = run(cfg, *(point(m, families=mixed[m % 2]) for m in range(6)))
+    assert alerts["rule_name"].to_list() == ["storm"]
 
 
-def test_non_overlapping_alerts_do_not_inhibit():
-    points = [point(0, families=VIB), point(5, families=VIB), point(at(5, microseconds=1), families=TEMP)]
-    alerts = run(three_severities(), *points)
-    assert alerts["suppressed_by"].to_list() == [None, None]
+def test_the_cause_is_revised_as_evidence_grows_and_keeps_its_id():
+    cfg = config(dominant("vib", "Vibration"), dominant("temp", "Temperature"), fallback(severity="INFO"))
+    early = run(cfg, point(0, families=TEMP), point(1, families=TEMP))
+    later = run(cfg, point(0, families=TEMP), point(1, families=TEMP), *(point(m, families=VIB) for m in range(2, 8)))
+    assert early["rule_name"].to_list() == ["temp"] and later["rule_name"].to_list() == ["vib"]
+    assert early["alert_id"].to_list() == later["alert_id"].to_list()
 
 
-def test_alerts_of_other_devices_are_not_inhibited():
-    alerts = by_rule(run(three_severities(), point(0, "DEV-A", families=VIB), point(0, "DEV-B", families=TEMP)))
-    assert alerts["temp"]["suppressed_by"] is None
+def test_stronger_points_weigh_more_in_the_incidents_families():
+    cfg = config(dominant("vib", "Vibration"), dominant("temp", "Temperature"))
+    alerts = run(cfg, point(0, families=TEMP, score=1.0), point(1, families=TEMP, score=1.0),
+                 point(2, families=VIB, score=10.0))
+    assert alerts["rule_name"].to_list() == ["vib"]
 
 
-def test_same_severity_does_not_inhibit():
-    cfg = config(dominant("vib", "Vibration", severity="WARNING"), dominant("temp", "Temperature", severity="WARNING"))
-    alerts = run(cfg, point(0, families=VIB), point(1, families=TEMP), point(2, families=VIB))
-    assert alerts["suppressed_by"].to_list() == [None, None]
+def test_confidence_grows_with_the_margin_and_the_evidence():
+    cfg = config(dominant("vib", "Vibration", min_percent=50))
+    clear = run(cfg, *(point(m, families={"Vibration": 95.0, "RPM": 5.0}) for m in range(10)))
+    narrow = run(cfg, *(point(m, families={"Vibration": 55.0, "RPM": 45.0}) for m in range(10)))
+    short = run(cfg, point(0, families={"Vibration": 95.0, "RPM": 5.0}))
+    c_clear, c_narrow, c_short = (a["confidence"].item() for a in (clear, narrow, short))
+    assert c_clear == pytest.approx(0.9 * 10 / 11, abs=1e-3)  # (0.95 - 0.05) x 10 / (10 + 1)
+    assert c_narrow == pytest.approx(0.1 * 10 / 11, abs=1e-3)
+    assert c_short == pytest.approx(0.9 / 2, abs=1e-3)
 
 
-def test_empty_inhibit_list_turns_inhibition_off():
-    points = [point(m, families=VIB if m % 2 == 0 else TEMP) for m in range(4)]
-    assert run(three_severities(inhibit=[]), *points)["suppressed_by"].to_list() == [None, None]
-
-
-def test_inhibit_limited_to_target_rules():
-    # given an inhibit entry that only mutes the rpm rule
-    inhibit = [{"name": "only_rpm", "source_severity": "CRITICAL", "target_severity": ["WARNING", "INFO"],
-                "target_rules": ["rpm"]}]
-    points = [point(0, families=VIB), point(1, families=TEMP), point(2, families=RPM), point(3, families=VIB)]
-    alerts = by_rule(run(three_severities(inhibit=inhibit), *points))
-    # then the temperature warning stays active and the rpm info alert is suppressed
-    assert alerts["temp"]["suppressed_by"] is None
-    assert alerts["rpm"]["suppressed_by"] == alerts["vib"]["alert_id"]
-
-
-def test_the_highest_severity_inhibitor_is_named():
-    points = [point(0, families=VIB), point(1, families=TEMP), point(2, families=RPM), point(3, families=TEMP),
-              point(4, families=VIB)]
-    alerts = by_rule(run(three_severities(), *points))
-    assert alerts["rpm"]["suppressed_by"] == alerts["vib"]["alert_id"]
-    assert alerts["temp"]["suppressed_by"] == alerts["vib"]["alert_id"]
-
-
-def test_explicit_source_severity_only_inhibits_what_it_lists():
-    # given an entry where only WARNING inhibits INFO
-    inhibit = [{"source_severity": "WARNING", "target_severity": "INFO"}]
-    points = [point(0, families=VIB), point(1, families=TEMP), point(2, families=RPM), point(3, families=TEMP),
-              point(4, families=VIB)]
-    alerts = by_rule(run(three_severities(inhibit=inhibit), *points))
-    # then the critical alert inhibits nothing and the warning inhibits the info alert
-    assert alerts["temp"]["suppressed_by"] is None
-    assert alerts["rpm"]["suppressed_by"] == alerts["temp"]["alert_id"]
+def test_an_incident_fires_until_the_data_runs_past_resolve_after():
+    raw = {"defaults": {"default_route": "ops", "resolve_after_minutes": 30}, "rules": [dominant("vib", "Vibration")]}
+    cfg = parse_alert_rules(raw, DEFAULT_FAMILIES, source=SOURCE)
+    points = [point(m, families=VIB) for m in (0, 1, 2)]
+    def status(data_end):
+        return run(cfg, *points, data_end=pl.DataFrame({"device_id": ["DEV-001"], "data_end": [data_end]}))["status"].item()
+    assert status(at(2)) == "firing" and status(at(31, seconds=59)) == "firing"
+    assert status(at(32)) == "resolved"
+    assert run(cfg, *points)["status"].item() == "firing"  # without data_end: the last flagged point is the latest
 
 
 # --- silences ----------------------------------------------------------------------------------------------------
@@ -225,10 +202,9 @@ def test_silence_window_edges(minutes, silenced):
     assert alerts["suppressed_by"].to_list() == (["silence:w"] if silenced else [None])
 
 
-def test_silence_takes_precedence_over_inhibition():
-    points = [point(m, families=VIB if m % 2 == 0 else TEMP) for m in range(60, 66)]
-    alerts = run(three_severities(silences=[silence(name="maint")]), *points)
-    assert alerts["suppressed_by"].to_list() == ["silence:maint", "silence:maint"]
+def test_silence_takes_precedence_over_min_events():
+    cfg = config(dominant("vib", "Vibration", min_events=5), silences=[silence(name="maint")])
+    assert run(cfg, point(61, families=VIB))["suppressed_by"].to_list() == ["silence:maint"]
 
 
 def test_silence_times_with_an_offset_are_converted_to_utc():
@@ -268,16 +244,14 @@ def test_shuffled_input_rows_give_identical_output():
     assert_frame_equal(evaluate_alerts(points, sample_cfg()), evaluate_alerts(shuffled, sample_cfg()))
 
 
-def test_alert_id_is_the_sha1_of_device_rule_and_start():
+def test_alert_id_is_the_sha1_of_device_and_start():
     alerts = run(vib_cfg(), point(0, "DEV-A", families=VIB))
-    expected = hashlib.sha1(b"DEV-A|vib|2026-01-02T00:00:00.000000").hexdigest()[:16]
-    assert alerts["alert_id"].to_list() == [expected] == [alert_id("DEV-A", "vib", at(0))]
+    expected = hashlib.sha1(b"DEV-A|2026-01-02T00:00:00.000000").hexdigest()[:16]
+    assert alerts["alert_id"].to_list() == [expected] == [alert_id("DEV-A", at(0))]
 
 
-def test_alert_ids_differ_by_device_rule_and_start():
-    ids = {alert_id("D1", "r", at(0)), alert_id("D2", "r", at(0)), alert_id("D1", "s", at(0)),
-           alert_id("D1", "r", at(0, microseconds=1))}
-    assert len(ids) == 4
+def test_alert_ids_differ_by_device_and_start():
+    assert len({alert_id("D1", at(0)), alert_id("D2", at(0)), alert_id("D1", at(0, microseconds=1))}) == 3
 
 
 def test_window_start_keeps_alerts_ending_at_or_after_it():
@@ -297,13 +271,10 @@ def test_window_start_filters_without_changing_ids():
     assert_frame_equal(day_only, everything.filter(everything["end_ts"] >= DAY))
 
 
-def test_alert_of_the_context_day_still_inhibits_an_alert_of_day_d():
-    # given a CRITICAL incident on D-1 overlapping a WARNING incident that runs into day D
-    points = [point(-20, families=VIB), point(-12, families=TEMP), point(-10, families=VIB), point(5, families=TEMP),
-              point(-4, families=TEMP)]
-    alerts = run(three_severities(), *points, window_start=DAY)
-    # then only the warning is returned, still suppressed by the (context) critical alert
-    assert alerts.select("rule_name", "suppressed_by").rows() == [("temp", alert_id("DEV-001", "vib", at(-20)))]
+def test_an_incident_from_the_context_day_keeps_its_start_and_id_on_day_d():
+    points = [point(-20, families=VIB), point(-12, families=VIB), point(-4, families=VIB), point(5, families=VIB)]
+    alerts = run(vib_cfg(), *points, window_start=DAY)
+    assert alerts.select("start_ts", "alert_id").rows() == [(at(-20), alert_id("DEV-001", at(-20)))]
 
 
 # --- minimum evidence (min_events) -------------------------------------------------------------------------------
@@ -329,15 +300,6 @@ def test_min_events_defaults_apply_to_rules_without_their_own():
     cfg = parse_alert_rules(raw, DEFAULT_FAMILIES, source=SOURCE)
     # when a single point is flagged, then it does not page
     assert run(cfg, point(0, families=VIB))["suppressed_by"].to_list() == ["min_events:2"]
-
-
-def test_a_too_small_incident_does_not_inhibit_others():
-    # given a CRITICAL rule needing 5 points and a WARNING rule, overlapping on one device
-    cfg = config(dominant("vib", "Vibration", severity="CRITICAL", min_events=5), dominant("temp", "Temperature"))
-    alerts = run(cfg, point(0, families=VIB), point(1, families=TEMP), point(2, families=TEMP))
-    by_rule = dict(alerts.select("rule_name", "suppressed_by").rows())
-    # then the small CRITICAL incident is marked and the WARNING one stays active
-    assert by_rule == {"vib": "min_events:5", "temp": None}
 
 
 def test_min_events_below_one_is_a_config_error():

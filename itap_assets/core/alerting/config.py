@@ -1,0 +1,394 @@
+"""Alert rule configuration: the pydantic models of ``configs/alert_rules.yaml`` (loading and error text live in
+``alerting.loading``). Every model forbids unknown keys and is frozen."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Collection
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from itap_assets.core.receivers import Receiver
+
+SEVERITIES = ("INFO", "WARNING", "CRITICAL")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+DEFAULT_FAMILIES = ("Temperature", "Vibration", "Voltage", "Current", "RPM", "State", "DataQuality")
+
+
+class AlertRulesError(ValueError):
+    """An alert rule file that cannot be used; the message names the file, the rule and the field."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers shared by config and engine
+# ----------------------------------------------------------------------------------------------------------------
+
+_TAG_SEPARATORS = re.compile(r"[\s\-_]+")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def normalise_tag(tag: str | None) -> str | None:
+    """``'Bearing-Wear'``, ``' bearing  wear '`` and ``'BEARING_WEAR'`` become ``'bearing_wear'``; blank → None."""
+    if tag is None:
+        return None
+    out = _TAG_SEPARATORS.sub("_", str(tag).strip().lower()).strip("_")
+    return out or None
+
+
+def _normalise_tag_expr(expr: pl.Expr) -> pl.Expr:
+    """Vectorised :func:`normalise_tag`."""
+    out = (
+        expr.cast(pl.Utf8)
+        .str.strip_chars()
+        .str.to_lowercase()
+        .str.replace_all(r"[\s\-_]+", "_")
+        .str.strip_chars("_")
+    )
+    return pl.when(out.str.len_chars() > 0).then(out).otherwise(None)
+
+
+def to_naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _suggest(word: str, options: Collection[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _severity(value: Any) -> str:
+    if isinstance(value, str) and value.strip().upper() in SEVERITIES:
+        return value.strip().upper()
+    raise ValueError("must be one of INFO, WARNING, CRITICAL (case-insensitive)")
+
+
+Severity = Annotated[str, BeforeValidator(_severity)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config models
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _non_negative(value: float | None) -> float | None:
+    if value is not None and value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _non_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip() if value is not None else None
+
+
+class Defaults(_Strict):
+    """File-wide defaults. ``resolve_after_minutes``: an incident without new evidence for that long (measured
+    against the device's latest scored reading) is ``resolved``; until then it is ``firing``."""
+
+    cooldown_minutes: float = 0.0
+    merge_gap_minutes: float = 15.0
+    default_route: str | None = None
+    min_events: int = 1
+    resolve_after_minutes: float = 30.0
+
+    @field_validator("min_events")
+    @classmethod
+    def _min_events(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    _cooldown = field_validator("cooldown_minutes")(_non_negative)
+    _gap = field_validator("merge_gap_minutes", "resolve_after_minutes")(_positive)
+    _route = field_validator("default_route")(_non_blank)
+
+
+class _RuleBase(_Strict):
+    name: str
+    enabled: bool = True
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-' (starting alphanumeric)")
+        return value
+
+
+class _AlertingRule(_RuleBase):
+    """A rule whose incidents become alerts: carries severity, route, operator texts and cooldown."""
+
+    severity: Severity | None = None
+    route: str | None = None
+    cause: str
+    action: str
+    tag: str | None = None
+    cooldown_minutes: float | None = None
+    min_events: int | None = None
+
+    _route = field_validator("route")(_non_blank)
+    _cooldown = field_validator("cooldown_minutes")(_non_negative)
+
+    @field_validator("min_events")
+    @classmethod
+    def _min_events(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("cause", "action")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank: operators read it")
+        return value.strip()
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        tag = normalise_tag(value)
+        if tag is None:
+            raise ValueError("must not be blank")
+        return tag
+
+
+class _MatchingRule(_AlertingRule):
+    """A rule that can explain a flagged point; ``priority`` decides between several matching rules."""
+
+    priority: int = 0
+
+
+class BurstRule(_MatchingRule):
+    type: Literal["burst"]
+    min_anomalies: int
+    window_minutes: float
+
+    @field_validator("min_anomalies")
+    @classmethod
+    def _min(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be 1 or more")
+        return value
+
+    _window = field_validator("window_minutes")(_positive)
+
+
+class DominantFamilyRule(_MatchingRule):
+    type: Literal["dominant_family"]
+    families: tuple[str, ...]
+    min_percent: float
+
+    @field_validator("families", mode="before")
+    @classmethod
+    def _one_family(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one family")
+        known = tuple((info.context or {}).get("known_families") or ())
+        by_lower = {k.lower(): k for k in known}
+        out: list[str] = []
+        for fam in value:
+            canonical = by_lower.get(fam.strip().lower()) if known else fam.strip()
+            if canonical is None:
+                raise ValueError(
+                    f"unknown family {fam!r} (known: {', '.join(known)}){_suggest(fam, known)}"
+                )
+            if canonical in out:
+                raise ValueError(f"family {canonical!r} is listed twice")
+            out.append(canonical)
+        return tuple(out)
+
+    @field_validator("min_percent")
+    @classmethod
+    def _pct(cls, value: float) -> float:
+        if not 0 < value <= 100:
+            raise ValueError("must be between 0 and 100 (0 excluded)" if value == 0 else "must be between 0 and 100")
+        return value
+
+
+class FallbackRule(_AlertingRule):
+    type: Literal["fallback"]
+
+
+class TagRouteRule(_RuleBase):
+    type: Literal["tag_route"]
+    routes: dict[str, str]
+    default_route: str | None = None
+
+    _default = field_validator("default_route")(_non_blank)
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, value: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        raw_of: dict[str, str] = {}
+        for raw, route in value.items():
+            tag = normalise_tag(raw)
+            if tag is None:
+                raise ValueError(f"tag {raw!r} is blank")
+            if not str(route).strip():
+                raise ValueError(f"tag {raw!r} has a blank route")
+            if tag in out:
+                raise ValueError(f"tags {raw_of[tag]!r} and {raw!r} both normalise to {tag!r}")
+            out[tag] = str(route).strip()
+            raw_of[tag] = raw
+        if not out:
+            raise ValueError("must map at least one tag to a route")
+        return out
+
+
+class ScoreBand(_Strict):
+    min_score: float
+    severity: Severity
+
+    _min = field_validator("min_score")(_non_negative)
+
+
+class ScoreLevelRule(_RuleBase):
+    type: Literal["score_level"]
+    bands: tuple[ScoreBand, ...]
+    severity: Severity = "INFO"
+
+    @field_validator("bands")
+    @classmethod
+    def _bands(cls, value: tuple[ScoreBand, ...]) -> tuple[ScoreBand, ...]:
+        if not value:
+            raise ValueError("must list at least one band")
+        ordered = tuple(sorted(value, key=lambda b: b.min_score, reverse=True))
+        for hi, lo in zip(ordered, ordered[1:]):
+            if hi.min_score == lo.min_score:
+                raise ValueError(f"two bands share min_score={hi.min_score:g}")
+            if SEVERITY_RANK[hi.severity] < SEVERITY_RANK[lo.severity]:
+                raise ValueError(
+                    f"min_score={hi.min_score:g} gives {hi.severity} but the lower min_score={lo.min_score:g} "
+                    f"gives {lo.severity}: severity must not drop as the score rises"
+                )
+        return ordered
+
+    def severity_for(self, score: float | None) -> str:
+        if score is not None and score == score:
+            for band in self.bands:
+                if score >= band.min_score:
+                    return band.severity
+        return self.severity
+
+
+AnyRule = Annotated[
+    Union[BurstRule, DominantFamilyRule, TagRouteRule, ScoreLevelRule, FallbackRule], Field(discriminator="type")
+]
+RULE_TYPES: dict[str, type[_RuleBase]] = {
+    "burst": BurstRule,
+    "dominant_family": DominantFamilyRule,
+    "tag_route": TagRouteRule,
+    "score_level": ScoreLevelRule,
+    "fallback": FallbackRule,
+}
+
+
+class Silence(_Strict):
+    """A maintenance window ``[start, end)`` for devices matching ``device`` (glob) or ``device_regex`` (full match)."""
+
+    name: str | None = None
+    device: str | None = None
+    device_regex: str | None = None
+    start: datetime
+    end: datetime
+    comment: str = ""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return to_naive_utc(value)
+
+    @field_validator("device_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Silence:
+        if (self.device is None) == (self.device_regex is None):
+            raise ValueError("give exactly one of device (glob, e.g. 'DEV-00*') or device_regex")
+        if not self.end > self.start:
+            raise ValueError(f"end={self.end.isoformat()} must be after start={self.start.isoformat()}")
+        return self
+
+    def matches(self, device_id: str) -> bool:
+        if self.device is not None:
+            return fnmatch.fnmatchcase(device_id, self.device)
+        return re.fullmatch(self.device_regex or "", device_id) is not None
+
+
+
+class AlertRulesConfig(_Strict):
+    """A validated rule set. Build it with :func:`parse_alert_rules` or :func:`load_alert_rules`."""
+
+    source: str = "<alert rules>"
+    known_families: tuple[str, ...] = DEFAULT_FAMILIES
+    defaults: Defaults = Defaults()
+    rules: tuple[AnyRule, ...]
+    silences: tuple[Silence, ...] = ()
+    receivers: tuple[Receiver, ...] = ()
+
+    @property
+    def enabled_rules(self) -> tuple[_RuleBase, ...]:
+        return tuple(r for r in self.rules if r.enabled)
+
+    @property
+    def matching_rules(self) -> tuple[BurstRule | DominantFamilyRule, ...]:
+        return tuple(r for r in self.enabled_rules if isinstance(r, (BurstRule, DominantFamilyRule)))
+
+    @property
+    def alerting_rules(self) -> tuple[_AlertingRule, ...]:
+        return tuple(r for r in self.enabled_rules if isinstance(r, _AlertingRule))
+
+    def _single(self, kind: type) -> Any:
+        return next((r for r in self.enabled_rules if isinstance(r, kind)), None)
+
+    @property
+    def fallback(self) -> FallbackRule | None:
+        return self._single(FallbackRule)
+
+    @property
+    def tag_route(self) -> TagRouteRule | None:
+        return self._single(TagRouteRule)
+
+    @property
+    def score_level(self) -> ScoreLevelRule | None:
+        return self._single(ScoreLevelRule)
+
+    def rule(self, name: str) -> _RuleBase:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
