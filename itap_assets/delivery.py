@@ -18,7 +18,7 @@ import requests
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from itap_assets import storage
-from itap_assets.core.notifications import plan_notices
+from itap_assets.core.notifications import plan_notices, wire_body
 from itap_assets.core.receivers import Receiver
 
 SCHEMA = "main"
@@ -127,7 +127,7 @@ def send_pending(path: Path | str, receivers: Sequence[Receiver]) -> dict[str, i
         if receiver is None or stream in blocked:
             counts["held"] += 1
             continue
-        outcome = deliver(path, receiver, row["notification_id"], row["payload"])
+        outcome = deliver(path, receiver, row["notification_id"], wire_body(receiver, row["payload"]))
         sent = outcome.http_status is not None and 200 <= outcome.http_status < 300
         with storage.connect(path) as con:
             con.execute("UPDATE notification_outbox SET status = ?, sent_at = ? WHERE notification_id = ? AND "

@@ -105,8 +105,16 @@ def plan_notices(feed: list[dict[str, Any]], last: dict[tuple[str, str], dict[st
 
 def payload(receiver: Receiver, alert: dict[str, Any], event: str, revision: int, nid: str) -> dict[str, Any]:
     if isinstance(receiver, PagerDutyReceiver):
-        return pagerduty_payload(receiver, alert, event, revision, nid)
+        return pagerduty_payload(alert, event, revision, nid)
     return webhook_payload(receiver.name, alert, event, revision, nid)
+
+
+def wire_body(receiver: Receiver, payload: str) -> str:
+    """The body as sent: the stored payload, with a PagerDuty receiver's routing key put first. The key is a
+    credential: it stays in the config file, never in the outbox."""
+    if isinstance(receiver, PagerDutyReceiver):
+        return json.dumps({"routing_key": receiver.routing_key, **json.loads(payload)})
+    return payload
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -166,12 +174,10 @@ def webhook_payload(receiver: str, alert: dict[str, Any], event: str, revision: 
     }
 
 
-def pagerduty_payload(receiver: PagerDutyReceiver, alert: dict[str, Any], event: str, revision: int, nid: str
-                      ) -> dict[str, Any]:
-    """PagerDuty Events API v2: `dedup_key` = alert_id, so a revision updates the open incident and `resolve`
-    closes it (a resolve carries no payload)."""
+def pagerduty_payload(alert: dict[str, Any], event: str, revision: int, nid: str) -> dict[str, Any]:
+    """PagerDuty Events API v2 without its `routing_key` (see `wire_body`): `dedup_key` = alert_id, so a revision
+    updates the open incident and `resolve` closes it (a resolve carries no payload)."""
     body: dict[str, Any] = {
-        "routing_key": receiver.routing_key,
         "event_action": "resolve" if event == "resolved" else "trigger",
         "dedup_key": alert["alert_id"],
     }

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from itap_assets.core.alert_export import predecessor_alert
-from itap_assets.core.notifications import changes, is_history, notification_id, plan_notices
+from itap_assets.core.notifications import changes, is_history, notification_id, plan_notices, wire_body
 from itap_assets.core.receivers import PagerDutyReceiver, WebhookReceiver
 
 NOW = datetime(2026, 1, 2, 12, 0)
@@ -108,7 +108,9 @@ def test_webhook_payload_is_alertmanager_v4():
 
 def test_pagerduty_payload_is_events_v2_with_the_alert_id_as_dedup_key():
     (firing,) = plan_notices([alert()], {}, (PD,), NOW, backfill=False)
-    body = json.loads(firing.payload)
+    assert "R1" not in firing.payload  # the routing key is a credential: added when sending, never stored
+    body = json.loads(wire_body(PD, firing.payload))
+    assert list(body)[:3] == ["routing_key", "event_action", "dedup_key"]
     assert body["routing_key"] == "R1" and body["event_action"] == "trigger" and body["dedup_key"] == "a1"
     p = body["payload"]
     assert p["summary"] == "CRITICAL DEV-0001: Bearing wear" and p["source"] == "DEV-0001"
@@ -118,7 +120,9 @@ def test_pagerduty_payload_is_events_v2_with_the_alert_id_as_dedup_key():
     assert p["custom_details"]["notification_id"] == firing.notification_id
     assert p["custom_details"]["families"] == {"Vibration": 71.5, "Temperature": 20.0}
     (resolve,) = plan_notices([alert(status="resolved")], {("a1", "pd"): last()}, (PD,), NOW, False)
-    assert json.loads(resolve.payload) == {"routing_key": "R1", "event_action": "resolve", "dedup_key": "a1"}
+    assert json.loads(wire_body(PD, resolve.payload)) == {"routing_key": "R1", "event_action": "resolve",
+                                                          "dedup_key": "a1"}
+    assert wire_body(HOOK, firing.payload) == firing.payload
 
 
 def test_export_has_the_predecessor_alerts_json_keys_first():
