@@ -105,7 +105,7 @@ def evaluate_alerts(points: pl.DataFrame, config: AlertRulesConfig, *, window_st
     bursts = [r for r in config.matching_rules if isinstance(r, BurstRule)]
     defaults = config.defaults
     df = with_burst_counts(df.drop("family_pct", "top_features"), bursts)
-    df = df.with_columns(_inc=incident_ids(df, us(max(defaults.merge_gap_minutes, defaults.cooldown_minutes))))
+    df = df.with_columns(_inc=incident_ids(us(max(defaults.merge_gap_minutes, defaults.cooldown_minutes))))
     inc = _decided(df, config, families, bursts, top_features)
     folds = _folds(inc, config)
     if folds["_fold"].n_unique() < folds.height:

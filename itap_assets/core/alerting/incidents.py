@@ -112,8 +112,8 @@ def with_burst_counts(df: pl.DataFrame, rules: Sequence[BurstRule]) -> pl.DataFr
     )
 
 
-def incident_ids(df: pl.DataFrame, gap_us: int) -> pl.Expr:
-    """Incident number of each point (``df`` sorted by device and time): a new incident starts at a device's first
+def incident_ids(gap_us: int) -> pl.Expr:
+    """Incident number of each point (of points sorted by device and time): a new incident starts at a device's first
     point and after every gap longer than ``gap_us``."""
     prev = pl.col("ts").shift(1).over("device_id")
     return (prev.is_null() | ((pl.col("ts") - prev).dt.total_microseconds() > gap_us)).cast(pl.Int64).cum_sum()
