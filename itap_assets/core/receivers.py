@@ -30,8 +30,8 @@ class _ReceiverBase(Strict):
     deliver_backfills: bool = Field(
         False, description="Deliver state changes found by a backfill or older than page_within_hours too.")
     page_within_hours: float | None = Field(
-        24.0, gt=0, description="A change whose evidence ended longer ago than this is history, not a page; "
-                                "null = no age limit.")
+        24.0, gt=0, le=8_760, description="A change whose evidence ended longer ago than this is history, not a "
+                                          "page; null = no age limit; at most a year (8,760 h).")
 
     @field_validator("name")
     @classmethod

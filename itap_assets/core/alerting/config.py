@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import math
 import re
 from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
+import re2
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from itap_assets.core.receivers import Receiver
@@ -17,6 +20,21 @@ from itap_assets.core.receivers import Receiver
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 DEFAULT_FAMILIES = ("Temperature", "Vibration", "Voltage", "Current", "RPM", "State", "DataQuality")
+
+# The range of every number and size in a rule file (docs/reliability.md, configs/examples/alert_rules_annotated.yaml)
+# so that a file the loader accepts cannot overflow or stall the alerts step. A year of minutes keeps durations
+# within int64 microseconds; a burst window under a second holds no more than one point; counts beyond a million
+# and priorities beyond int32 mean nothing for one device's incidents. Evaluation costs points x rules, hence the
+# bounds on rules, silences and the lists inside a rule.
+MAX_MINUTES = 525_600
+MIN_WINDOW_MINUTES = 1 / 60
+MAX_COUNT = 1_000_000
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+MAX_RULES = 1_000
+MAX_SILENCES = 1_000
+MAX_LIST_ITEMS = 1_000
+MAX_PATTERN_CHARS = 256
+MAX_FILE_BYTES = 1_000_000
 
 
 class AlertRulesError(ValueError):
@@ -37,18 +55,6 @@ def normalise_tag(tag: str | None) -> str | None:
         return None
     out = _TAG_SEPARATORS.sub("_", str(tag).strip().lower()).strip("_")
     return out or None
-
-
-def _normalise_tag_expr(expr: pl.Expr) -> pl.Expr:
-    """Vectorised :func:`normalise_tag`."""
-    out = (
-        expr.cast(pl.Utf8)
-        .str.strip_chars()
-        .str.to_lowercase()
-        .str.replace_all(r"[\s\-_]+", "_")
-        .str.strip_chars("_")
-    )
-    return pl.when(out.str.len_chars() > 0).then(out).otherwise(None)
 
 
 def to_naive_utc(value: datetime) -> datetime:
@@ -92,6 +98,38 @@ def _non_negative(value: float | None) -> float | None:
     return value
 
 
+def _within_a_year(value: float | None) -> float | None:
+    if value is not None and not value <= MAX_MINUTES:  # NaN and infinity fail the comparison too
+        raise ValueError(f"must be a finite number of minutes, at most {MAX_MINUTES:,} (one year)")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _whole_number_within(low: int | None, high: int, note: str = "") -> Any:
+    """A check before int parsing, so ``1e20`` is named as out of range rather than as an unparseable integer
+    (``low=None``: the field's own validator words the lower bound)."""
+
+    def check(value: Any) -> Any:
+        number = value
+        if isinstance(value, str):  # YAML reads an unsigned exponent (1e20) as text
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+        if isinstance(number, (int, float)) and not isinstance(number, bool) and (
+                number > high or (low is not None and number < low)):
+            raise ValueError(f"must be at most {high:,}{note}" if low is None
+                             else f"must be between {low:,} and {high:,}{note}")
+        return value
+
+    return check
+
+
 def _non_blank(value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise ValueError("must not be blank")
@@ -117,6 +155,9 @@ class Defaults(_Strict):
 
     _cooldown = field_validator("cooldown_minutes")(_non_negative)
     _gap = field_validator("merge_gap_minutes", "resolve_after_minutes")(_positive)
+    _minutes_bound = field_validator("cooldown_minutes", "merge_gap_minutes", "resolve_after_minutes")(
+        _within_a_year)
+    _min_events_bound = field_validator("min_events", mode="before")(_whole_number_within(None, MAX_COUNT))
     _route = field_validator("default_route")(_non_blank)
 
 
@@ -146,6 +187,8 @@ class _AlertingRule(_RuleBase):
 
     _route = field_validator("route")(_non_blank)
     _cooldown = field_validator("cooldown_minutes")(_non_negative)
+    _cooldown_bound = field_validator("cooldown_minutes")(_within_a_year)
+    _min_events_bound = field_validator("min_events", mode="before")(_whole_number_within(None, MAX_COUNT))
 
     @field_validator("min_events")
     @classmethod
@@ -177,6 +220,8 @@ class _MatchingRule(_AlertingRule):
 
     priority: int = 0
 
+    _priority_bound = field_validator("priority", mode="before")(_whole_number_within(*PRIORITY_RANGE, " (int32)"))
+
 
 class BurstRule(_MatchingRule):
     type: Literal["burst"]
@@ -190,12 +235,21 @@ class BurstRule(_MatchingRule):
             raise ValueError("must be 1 or more")
         return value
 
+    _anomalies_bound = field_validator("min_anomalies", mode="before")(_whole_number_within(None, MAX_COUNT))
     _window = field_validator("window_minutes")(_positive)
+    _window_bound = field_validator("window_minutes")(_within_a_year)
+
+    @field_validator("window_minutes")
+    @classmethod
+    def _at_least_a_second(cls, value: float) -> float:
+        if value < MIN_WINDOW_MINUTES:
+            raise ValueError("must be at least 1/60 minute (one second)")
+        return value
 
 
 class DominantFamilyRule(_MatchingRule):
     type: Literal["dominant_family"]
-    families: tuple[str, ...]
+    families: tuple[str, ...] = Field(max_length=MAX_LIST_ITEMS)
     min_percent: float
 
     @field_validator("families", mode="before")
@@ -236,7 +290,7 @@ class FallbackRule(_AlertingRule):
 
 class TagRouteRule(_RuleBase):
     type: Literal["tag_route"]
-    routes: dict[str, str]
+    routes: dict[str, str] = Field(max_length=MAX_LIST_ITEMS)
     default_route: str | None = None
 
     _default = field_validator("default_route")(_non_blank)
@@ -266,11 +320,12 @@ class ScoreBand(_Strict):
     severity: Severity
 
     _min = field_validator("min_score")(_non_negative)
+    _min_finite = field_validator("min_score")(_finite)
 
 
 class ScoreLevelRule(_RuleBase):
     type: Literal["score_level"]
-    bands: tuple[ScoreBand, ...]
+    bands: tuple[ScoreBand, ...] = Field(max_length=MAX_LIST_ITEMS)
     severity: Severity = "INFO"
 
     @field_validator("bands")
@@ -309,12 +364,23 @@ RULE_TYPES: dict[str, type[_RuleBase]] = {
 }
 
 
+@functools.lru_cache(maxsize=MAX_SILENCES)
+def _device_pattern(regex: str) -> Any:
+    """RE2 (linear time in the id's length, whatever the pattern): Python's ``re`` backtracks, and a pattern such
+    as ``(a+)+b`` would spin for hours on one device id. Patterns RE2 cannot run in linear time (backreferences,
+    lookaround) are rejected at load."""
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(regex, options=options)
+
+
 class Silence(_Strict):
-    """A maintenance window ``[start, end)`` for devices matching ``device`` (glob) or ``device_regex`` (full match)."""
+    """A maintenance window ``[start, end)`` for devices matching ``device`` (glob) or ``device_regex`` (full match,
+    RE2 syntax)."""
 
     name: str | None = None
-    device: str | None = None
-    device_regex: str | None = None
+    device: str | None = Field(None, max_length=MAX_PATTERN_CHARS)
+    device_regex: str | None = Field(None, max_length=MAX_PATTERN_CHARS)
     start: datetime
     end: datetime
     comment: str = ""
@@ -329,9 +395,11 @@ class Silence(_Strict):
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"is not a valid regular expression: {exc}") from None
+                _device_pattern(value)
+            except re2.error as exc:
+                reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+                raise ValueError(
+                    f"is not a valid regular expression in RE2 syntax (linear-time matching): {reason}") from None
         return value
 
     @model_validator(mode="after")
@@ -345,7 +413,7 @@ class Silence(_Strict):
     def matches(self, device_id: str) -> bool:
         if self.device is not None:
             return fnmatch.fnmatchcase(device_id, self.device)
-        return re.fullmatch(self.device_regex or "", device_id) is not None
+        return _device_pattern(self.device_regex or "").fullmatch(device_id) is not None
 
 
 

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ValidationError
 from itap_assets.core.receivers import parse_receivers
 
 from itap_assets.core.alerting.config import (
+    MAX_FILE_BYTES,
+    MAX_RULES,
+    MAX_SILENCES,
     RULE_TYPES,
     AlertRulesConfig,
     AlertRulesError,
@@ -131,6 +134,8 @@ def parse_alert_rules(
         fail(f"rules must be a list, got {type(rules_raw).__name__}")
     if not rules_raw:
         fail("rules is empty: list at least one rule")
+    if len(rules_raw) > MAX_RULES:
+        fail(f"rules: {len(rules_raw):,} rules, at most {MAX_RULES:,} are allowed (evaluation costs points x rules)")
 
     rules: list[_RuleBase] = []
     seen: dict[str, int] = {}
@@ -185,6 +190,8 @@ def parse_alert_rules(
     silences_raw = raw.get("silences") or []
     if not isinstance(silences_raw, list):
         fail(f"silences must be a list, got {type(silences_raw).__name__}")
+    if len(silences_raw) > MAX_SILENCES:
+        fail(f"silences: {len(silences_raw):,} silences, at most {MAX_SILENCES:,} are allowed")
     silences = []
     for i, item in enumerate(silences_raw):
         label = f"Silence {item['name']!r}" if isinstance(item, Mapping) and item.get("name") else f"silences[{i}]"
@@ -201,12 +208,19 @@ def parse_alert_rules(
 
 
 def load_alert_rules(path: Path | str, known_families: Collection[str]) -> AlertRulesConfig:
-    """Read (``yaml.safe_load`` only) and validate a rule file."""
+    """Read (``yaml.safe_load`` only, at most :data:`MAX_FILE_BYTES`) and validate a rule file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise AlertRulesError(f"{path}: cannot read alert rules: {exc.strerror or exc}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise AlertRulesError(f"{path}: larger than {MAX_FILE_BYTES:,} bytes (1 MB), the most a rule file may hold")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AlertRulesError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
