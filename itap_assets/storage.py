@@ -69,6 +69,15 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text and ("conflicting" in text or "could not set" in text)
 
 
+def _disk_full(path: Path, exc: duckdb.Error) -> StorageError | None:
+    """DuckDB's error for a full disk, headlined as such and naming the database file (DuckDB names the file it
+    failed to write, often the WAL, at the end of a longer message)."""
+    if "no space left on device" not in str(exc).lower():
+        return None
+    return StorageError(f"disk full: cannot write the database file {path}; free space on its disk and re-run "
+                        f"(DuckDB: {exc})")
+
+
 @contextmanager
 def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
     duckdb.DuckDBPyConnection
@@ -85,13 +94,19 @@ def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOC
             break
         except duckdb.IOException as exc:
             if not _is_lock_error(exc) or time.monotonic() > deadline:
-                raise
+                raise _disk_full(path, exc) or exc
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 2.0)
     try:
-        yield con
-    finally:
-        con.close()
+        try:
+            yield con
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        full = _disk_full(path, exc)
+        if full is None:
+            raise
+        raise full from exc
 
 
 def frame_of(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
@@ -251,9 +266,19 @@ def _replace(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.
                 con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _itap_new").fetchall()
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        _rollback(con)
         raise
     return frame.height if frame is not None else 0
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back unless DuckDB already has: a COMMIT that failed (a full disk) ends the transaction, and "cannot
+    rollback - no transaction is active" would then hide the error that happened."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException as exc:
+        if "no transaction is active" not in str(exc):
+            raise
 
 
 def _is_nested(sql_type: str) -> bool:
