@@ -173,6 +173,11 @@ class IngestionSettings(Strict):
     default_state: str = "RUN"
     label_column: str | None = None
     label_mapping: dict[str, str | None] | None = None
+    settle_seconds: float = Field(
+        2.0, ge=0, le=86_400, allow_inf_nan=False,
+        description="A file modified less than this long ago may still be written: it is left for the next run.")
+    follow_symlinks: bool = Field(
+        False, description="Read files reached through a symbolic link (off: a link could point anywhere).")
 
     @field_validator("label_mapping", mode="before")
     @classmethod

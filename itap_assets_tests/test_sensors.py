@@ -64,6 +64,7 @@ def test_a_new_file_registers_its_device_and_a_late_file_requests_only_its_days(
     shutil.copy(PROJECT_ROOT / "configs/examples/rigs/rig_A1.csv", incoming / "rig_A1.csv")
     config = yaml.safe_load((PROJECT_ROOT / "configs/examples/files.yaml").read_text())
     config["ingestion"]["path"] = str(incoming / "*.csv")
+    config["ingestion"]["settle_seconds"] = 0  # the files are written just before the ticks
     path = write_config(tmp_path / "files.yaml", config)
     resources = {"itap_config": ItapConfig(path=str(path)), "warehouse": Warehouse(database=str(tmp_path / "x.duckdb"))}
 

@@ -29,6 +29,7 @@ def settings(**overrides) -> IngestionSettings:
         timezone="Europe/Berlin", device_from_path=r"rig_(?P<device>[A-Za-z0-9]+)\.csv$",
         columns={"Temperatur": "temp_c", "Schwingung": "vibration_g", "Strom": "current_a"},
         state_column="Zustand", label_column="Stoerung", label_mapping={"0": None, "1": "fault"},
+        settle_seconds=0,  # the files are written just before they are read
     )
     base.update(overrides)
     if "device_column" in overrides and "device_from_path" not in overrides:

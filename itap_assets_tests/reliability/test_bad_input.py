@@ -36,6 +36,7 @@ def example_config(glob: str, **ingestion) -> dict:
     """configs/examples/files.yaml as a dict, reading `glob` (and any ingestion overrides)."""
     config = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     config["ingestion"]["path"] = glob
+    config["ingestion"]["settle_seconds"] = 0  # the files are written just before they are read
     config["ingestion"].update(ingestion)
     return config
 

@@ -308,6 +308,7 @@ def ingestion_for(path: str | list[str]) -> IngestionSettings:
         path=path, device_from_path=r"rig_(?P<device>[A-Za-z0-9]+)\.csv$", delimiter=";", decimal=",",
         timestamp_column="Zeit", timestamp_format="%d.%m.%Y %H:%M:%S", timezone="Europe/Berlin",
         columns={"Temperatur": "temp_c"}, families={"temp_c": "Temperature"},
+        settle_seconds=0,  # the files are written just before they are read
     )
 
 
