@@ -26,7 +26,8 @@ from itap_assets.settings import PROJECT_ROOT, Settings, db_path, load_settings
 def data_partitions(settings: Settings) -> list[tuple[date, str]]:
     """The (day, device) partitions that have data: the simulated fleet, or what the files hold."""
     if settings.source == "files":
-        return list(available_partitions(settings.ingestion, PROJECT_ROOT).iter_rows())
+        found = available_partitions(settings.ingestion, PROJECT_ROOT, not_before=settings.start_date)
+        return list(found.iter_rows())
     return [(d, dev) for d in simulated_days(settings.simulation) for dev in device_ids(settings.simulation)]
 
 

@@ -13,7 +13,7 @@ from datetime import date
 import dagster as dg
 
 from itap_assets.assets.notifications import BACKFILL_TAG
-from itap_assets.core.ingest import discover_files, read_file
+from itap_assets.core.ingest import IncompleteFile, discover_files, read_file
 from itap_assets.core.partition_ranges import rectangles
 from itap_assets.core.simulator import device_ids, simulated_days
 from itap_assets.jobs import daily_job, notification_job, telemetry_job
@@ -32,7 +32,11 @@ def source_partitions(settings: Settings) -> dict[str, tuple[str, set[tuple[str,
     out = {}
     for path in discover_files(settings.ingestion, PROJECT_ROOT):
         stat = path.stat()
-        frame = read_file(path, settings.ingestion, PROJECT_ROOT).select("day", "device_id").unique()
+        try:
+            frame = read_file(path, settings.ingestion, PROJECT_ROOT, not_before=settings.start_date,
+                              settle_seconds=settings.ingestion.settle_seconds).select("day", "device_id").unique()
+        except IncompleteFile:
+            continue  # still being written: left out of the cursor, so a later tick plans it once complete
         out[str(path)] = (f"{stat.st_mtime_ns}:{stat.st_size}",
                           {(d.isoformat(), dev) for d, dev in frame.iter_rows()})
     return out
