@@ -18,7 +18,7 @@ from itap_assets.core.ingest import available_partitions
 from itap_assets.core.partition_ranges import day_runs, rectangles
 from itap_assets.core.simulator import device_ids, simulated_days
 from itap_assets.jobs import JOBS, PARTITIONING
-from itap_assets.partitions import DEVICE, day_device_key, range_tags
+from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags
 from itap_assets.resources import DB_SCHEMA
 from itap_assets.settings import PROJECT_ROOT, Settings, db_path, load_settings
 
@@ -74,7 +74,10 @@ def execute(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str]) -
 def run_pipeline(instance: dg.DagsterInstance, pairs: list[tuple[date, str]]) -> list[tuple[str, float]]:
     """Execute the plan in this process against the project's instance."""
     timings = []
-    for job, tags in run_plan(pairs, list(instance.get_dynamic_partitions(DEVICE))):
+    order = list(instance.get_dynamic_partitions(DEVICE))
+    # A key added by hand that is not a valid id holds no data, and no rectangle spans it: only reported.
+    invalid_devices(order, lambda message: print(f"warning: {message}", file=sys.stderr))
+    for job, tags in run_plan(pairs, order):
         started = time.perf_counter()
         result = execute(instance, job.name, tags)
         timings.append((job.name, time.perf_counter() - started))

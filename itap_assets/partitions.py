@@ -1,12 +1,13 @@
 """The partitions every asset uses, named once: day (UTC), device (dynamic), and day × device."""
 
 
+from collections.abc import Callable, Iterable
 from datetime import date
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from itap_assets.settings import load_settings
+from itap_assets.settings import ID_PATTERN, load_settings
 
 DAY = "day"
 DEVICE = "device"
@@ -42,7 +43,35 @@ def split_key(key: str) -> tuple[date, str]:
 
 
 def day_device_pairs(partition_keys: list[str]) -> list[tuple[date, str]]:
-    return sorted(split_key(k) for k in partition_keys)
+    return sorted(split_key(k) for k in valid_keys(day_device_partitions, partition_keys))
+
+
+def invalid_devices(devices: Iterable[str], log: Callable[[str], object] | None = None) -> list[str]:
+    """The device keys that are not valid ITAP ids, reported through `log` (default: the Dagster logger's warning).
+    Dagster accepts any text as a dynamic partition key, so a key added by hand through the UI or the API (`../x`,
+    '', 'a b') may sit among the fleet's: runs leave it out, so it never fails a run over the others."""
+    bad = [d for d in devices if not ID_PATTERN.fullmatch(d)]
+    if bad:
+        shown = ", ".join(repr(d) for d in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        (log or dg.get_dagster_logger().warning)(
+            f"skipped device partition key(s) {shown}: not a valid ITAP device id (ids match {ID_PATTERN.pattern}); "
+            f"delete them from the '{DEVICE}' partitions (UI: the asset's Partitions tab)")
+    return bad
+
+
+def valid_keys(partitions_def: dg.PartitionsDefinition, keys: Iterable[str],
+               log: Callable[[str], object] | None = None) -> list[str]:
+    """`keys` of `partitions_def` without those whose device is not a valid id (see `invalid_devices`); keys of a
+    partitioning without devices are all kept."""
+    keys = list(keys)
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        device_of = {k: split_key(k)[1] for k in keys}
+    elif isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+        device_of = {k: k for k in keys}
+    else:
+        return keys
+    bad = set(invalid_devices(dict.fromkeys(device_of.values()), log))
+    return [k for k in keys if device_of[k] not in bad]
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:

@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import model_validator
 
 from itap_assets import storage
-from itap_assets.partitions import DAY, DEVICE
+from itap_assets.partitions import DAY, DEVICE, valid_keys
 from itap_assets.core.alerting import AlertRulesConfig, load_alert_rules
 from itap_assets.settings import FAMILIES, PROJECT_ROOT, Settings, config_path, db_path, load_settings
 
@@ -69,7 +69,7 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
         table = context.asset_key.path[-1]
         keys = None
         if context.has_asset_partitions:
-            keys = partition_keys_frame(context.asset_partitions_def, list(context.asset_partition_keys))
+            keys = self._keys(context)
         rows = storage.replace_partitions(self.database, self.db_schema, table, obj, keys)
         context.add_output_metadata(
             {
@@ -84,8 +84,16 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
         table = context.upstream_output.asset_key.path[-1] if context.upstream_output else context.asset_key.path[-1]
         keys = None
         if context.has_asset_partitions:
-            keys = partition_keys_frame(context.asset_partitions_def, list(context.asset_partition_keys))
+            keys = self._keys(context)
         return storage.read_partitions(self.database, self.db_schema, table, keys)
+
+    @staticmethod
+    def _keys(context: dg.InputContext | dg.OutputContext) -> pl.DataFrame | None:
+        """The key frame of the partitions read or written; a device key that is not a valid id (added by hand to
+        the instance) is reported and left out, so it does not fail the run's other partitions."""
+        partitions_def = context.asset_partitions_def
+        return partition_keys_frame(partitions_def, valid_keys(partitions_def, context.asset_partition_keys,
+                                                               context.log.warning))
 
 
 class Warehouse(dg.ConfigurableResource):

@@ -1,26 +1,36 @@
 """Schedules: yesterday for the whole fleet in one run, and a weekly retraining. Both start STOPPED; turn them on
 in the UI (Automation) or with `dagster schedule start <name>`."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
+from itap_assets.core.partition_ranges import rectangles
 from itap_assets.jobs import daily_job, fleet_job, training_job
-from itap_assets.partitions import DEVICE, day_device_key, range_tags
+from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags
+
+
+def device_ranges(context: dg.ScheduleEvaluationContext) -> list[tuple[str, str]]:
+    """(first, last) of each block of consecutive registered devices that are valid ids, in registration order:
+    one range for a healthy fleet; a key added by hand that is not a valid id is reported and falls between two
+    ranges, so no run includes it."""
+    keys = context.instance.get_dynamic_partitions(DEVICE)
+    bad = set(invalid_devices(keys, context.log.warning))
+    return [(a, b) for _, _, a, b in rectangles(((date.min, d) for d in keys if d not in bad), keys)]
 
 
 @dg.schedule(job=daily_job, cron_schedule="0 1 * * *", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED)
 def daily_schedule(context: dg.ScheduleEvaluationContext):
     """At 01:00 UTC: yesterday × every registered device, ingest to alerts, as one run (not one per device)."""
-    devices = context.instance.get_dynamic_partitions(DEVICE)
-    if not devices:
+    ranges = device_ranges(context)
+    if not ranges:
         return dg.SkipReason("no devices registered yet (the device_discovery sensor registers them)")
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
-    return dg.RunRequest(
-        run_key=f"daily-{yesterday}",
-        tags=range_tags(day_device_key(yesterday, devices[0]), day_device_key(yesterday, devices[-1])),
-    )
+    return [dg.RunRequest(
+        run_key=f"daily-{yesterday}" + (f"-{i}" if i else ""),
+        tags=range_tags(day_device_key(yesterday, first), day_device_key(yesterday, last)),
+    ) for i, (first, last) in enumerate(ranges)]
 
 
 @dg.schedule(job=fleet_job, cron_schedule="30 2 * * *", execution_timezone="UTC",
@@ -35,11 +45,12 @@ def daily_fleet_schedule(context: dg.ScheduleEvaluationContext):
              default_status=dg.DefaultScheduleStatus.STOPPED)
 def weekly_retraining_schedule(context: dg.ScheduleEvaluationContext):
     """Mondays 03:00 UTC: a new model version for every registered device from its configured baseline window."""
-    devices = context.instance.get_dynamic_partitions(DEVICE)
-    if not devices:
+    ranges = device_ranges(context)
+    if not ranges:
         return dg.SkipReason("no devices registered yet")
     week = context.scheduled_execution_time.date().isoformat()
-    return dg.RunRequest(run_key=f"retrain-{week}", tags=range_tags(devices[0], devices[-1]))
+    return [dg.RunRequest(run_key=f"retrain-{week}" + (f"-{i}" if i else ""), tags=range_tags(first, last))
+            for i, (first, last) in enumerate(ranges)]
 
 
 SCHEDULES = [daily_schedule, daily_fleet_schedule, weekly_retraining_schedule]

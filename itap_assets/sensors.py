@@ -17,7 +17,7 @@ from itap_assets.core.ingest import IncompleteFile, discover_files, read_file
 from itap_assets.core.partition_ranges import rectangles
 from itap_assets.core.simulator import device_ids, simulated_days
 from itap_assets.jobs import daily_job, notification_job, telemetry_job
-from itap_assets.partitions import DEVICE, day_device_key, range_tags
+from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags
 from itap_assets.resources import ItapConfig, Warehouse
 from itap_assets.settings import PROJECT_ROOT, Settings
 
@@ -73,6 +73,9 @@ def device_discovery(context: dg.SensorEvaluationContext, itap_config: ItapConfi
     the whole day × device pipeline for devices with a model, ingestion to features for the others."""
     cursor = json.loads(context.cursor) if context.cursor else {}
     registered = list(context.instance.get_dynamic_partitions(DEVICE))
+    # A key added by hand that is not a valid id holds no data, so it is never planned, and rectangles run in
+    # registration order, so none spans it: it is only reported.
+    invalid_devices(registered, context.log.warning)
     has_model = set(warehouse.query("SELECT DISTINCT device_id FROM model")["device_id"]) \
         if warehouse.has_table("model") else set()
     new_cursor, new_devices, runs = plan(cursor, source_partitions(itap_config.settings), registered, has_model)

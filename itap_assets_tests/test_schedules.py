@@ -11,7 +11,7 @@ AT = datetime(2026, 1, 3, 1, 0, tzinfo=timezone.utc)
 def test_daily_schedule_asks_for_yesterday_and_every_device_in_one_run():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("device", ["DEV-0001", "DEV-0002", "DEV-0003"])
-        request = daily_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=AT))
+        [request] = daily_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=AT))
     assert isinstance(request, dg.RunRequest)
     assert request.tags == {**request.tags, **range_tags("2026-01-02|DEV-0001", "2026-01-02|DEV-0003")}
     assert request.run_key == "daily-2026-01-02"
@@ -32,7 +32,8 @@ def test_fleet_schedule_ranks_yesterday():
 def test_weekly_retraining_covers_all_devices_in_one_run():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("device", ["DEV-0001", "DEV-0002"])
-        request = weekly_retraining_schedule(dg.build_schedule_context(instance=instance, scheduled_execution_time=AT))
+        [request] = weekly_retraining_schedule(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=AT))
     assert request.tags == {**request.tags, **range_tags("DEV-0001", "DEV-0002")}
 
 

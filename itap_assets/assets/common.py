@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from itap_assets.core.frames import in_keys, sorted_by
-from itap_assets.partitions import day_device_partitions, with_previous_day
+from itap_assets.partitions import day_device_partitions, valid_keys, with_previous_day
 from itap_assets.resources import DUCKDB_POOL, WarehouseSession, partition_keys_frame
 from itap_assets.storage import check_column
 
@@ -30,8 +30,10 @@ def previous_day_inputs(*names: str) -> dict[str, dg.AssetIn]:
 
 def run_keys(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> pl.DataFrame:
     """The (day, device_id) rows of the run's day × device partitions. Dagster works the keys out anew on every
-    access of `partition_keys` (tens of milliseconds for a hundred devices): read them once per step."""
-    return partition_keys_frame(day_device_partitions, list(context.partition_keys))
+    access of `partition_keys` (tens of milliseconds for a hundred devices): read them once per step. A device key
+    that is not a valid id is reported and left out."""
+    keys = valid_keys(day_device_partitions, context.partition_keys, context.log.warning)
+    return partition_keys_frame(day_device_partitions, keys)
 
 
 def own_partitions(frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:

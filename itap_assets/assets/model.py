@@ -17,10 +17,9 @@ from itap_assets.core.scoring import (
     model_record,
     same_model,
 )
-from itap_assets.partitions import device_partitions
+from itap_assets.partitions import device_partitions, valid_keys
 from itap_assets.resources import ItapConfig, Warehouse, WarehouseSession
 from itap_assets.settings import Settings
-from itap_assets.storage import check_device_id
 
 
 def training_window_reader(session: WarehouseSession, settings: Settings, devices: list[str], columns: list[str]
@@ -68,7 +67,7 @@ def model(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: 
     idempotent). The partition keeps every version (`SELECT * FROM itap.model`)."""
     settings = itap_config.settings
     names = [s.name for s in model_feature_specs(settings)]
-    devices = [check_device_id(d) for d in sorted(context.partition_keys)]
+    devices = sorted(valid_keys(device_partitions, context.partition_keys, context.log.warning))
     existing = (
         warehouse.query("SELECT * FROM model WHERE device_id IN (SELECT unnest(?))", [devices])
         if warehouse.has_table("model") else pl.DataFrame()

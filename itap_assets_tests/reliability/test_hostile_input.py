@@ -183,7 +183,7 @@ def test_storage_hostile_column_name_does_no_damage(tmp_path):
     assert raised is None or isinstance(raised, StorageError), repr(raised)
 
 
-def test_e2e_hostile_device_fails_clearly_and_leaves_existing_tables_intact(make_pipeline):
+def test_e2e_hostile_device_is_reported_skipped_and_leaves_existing_tables_intact(make_pipeline):
     from itap_assets.assets.ingest import raw_telemetry
 
     p = make_pipeline()
@@ -196,8 +196,9 @@ def test_e2e_hostile_device_fails_clearly_and_leaves_existing_tables_intact(make
 
     p.register(INJECTION)
     assert INJECTION in p.instance.get_dynamic_partitions("device")  # Dagster stores any key: ITAP must refuse it
-    with pytest.raises(Exception, match=re.escape(f"device id {INJECTION!r} is not allowed")):
-        p.materialize([raw_telemetry], first=f"2026-01-01|{INJECTION}")
+    result = p.materialize([raw_telemetry], first=f"2026-01-01|{INJECTION}")  # refused as a warning, not fatal
+    assert any(f"{INJECTION!r}: not a valid ITAP device id" in (e.user_message or "")
+               for e in p.instance.all_logs(result.run_id))
 
     assert p.sql("SELECT * FROM raw_telemetry ORDER BY device_id, ts").equals(before)
     assert p.sql("SELECT answer FROM t")["answer"].to_list() == [42]
