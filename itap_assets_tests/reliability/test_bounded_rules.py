@@ -61,6 +61,8 @@ HOSTILE = [
      r"Silence 'm': device_regex='\(a\)\\\\1' is not a valid regular expression in RE2 syntax"),
     ("regex_too_long", "silences: []\n", SILENCE % f"device_regex: '{'a' * 257}'",
      r"Silence 'm': device_regex='a+\.\.\.a+': String should have at most 256 characters"),
+    ("cause_of_1001_characters", "cause: Burst of anomalies without a single dominant sensor family",
+     f"cause: {'x' * 1001}", r"Rule 'anomaly_burst': cause='x+\.\.\.x+': String should have at most 1000 characters"),
     ("page_within_hours_inf", "receivers: []\n", RECEIVER % ".inf",
      r"Receiver 'ops': page_within_hours=inf: Input should be less than or equal to 8760"),
 ]
@@ -158,21 +160,26 @@ rules:
 
 
 def test_the_largest_rule_count_evaluates_in_linear_time(tmp_path):
-    """1,000 rules (burst and family rules, each with its own window and priority) on 10 devices x 500 points:
+    """1,000 rules (burst and family rules, each with its own window and priority) and 1,000 silences on
+    10 devices x 500 points:
     the time bound is loose for CI; the attack's 39,191 rules never finished."""
     rules = [f"  - {{name: b{i}, type: burst, min_anomalies: {1 + i % 30}, window_minutes: {1 + i % 90}, "
              f"priority: {i}, severity: WARNING, cause: c, action: a}}\n" for i in range(MAX_RULES // 2)]
     rules += [f"  - {{name: f{i}, type: dominant_family, families: [Vibration], min_percent: {1 + i % 99}, "
               f"priority: {i}, severity: INFO, cause: c, action: a}}\n" for i in range(MAX_RULES // 2 - 1)]
+    silences = [f"  - {{{'device: DEV-*' if i % 2 else 'device_regex: DEV-.*'}, start: 2030-01-0{1 + i % 9}T00:00:00,"
+                f" end: 2030-01-10T00:00:00}}\n" for i in range(MAX_SILENCES)]  # every device, none of its days
     path = tmp_path / "max.yaml"
     path.write_text("defaults: {default_route: ops}\nrules:\n" + "".join(rules)
-                    + "  - {name: rest, type: fallback, severity: INFO, cause: c, action: a}\n", encoding="utf-8")
+                    + "  - {name: rest, type: fallback, severity: INFO, cause: c, action: a}\n"
+                    + "silences:\n" + "".join(silences), encoding="utf-8")
     config = load_alert_rules(path, FAMILIES)
-    assert len(config.rules) == MAX_RULES
+    assert len(config.rules) == MAX_RULES and len(config.silences) == MAX_SILENCES
     started = time.perf_counter()
     out = evaluate_alerts(points(10, 500), config)
     assert time.perf_counter() - started < 60
     assert out.height == 10 * 25 and out["rule_name"].str.starts_with("b").all()  # a burst has the top priority
+    assert out["suppressed_by"].is_null().all()
 
 
 def test_a_backtracking_regex_does_not_spin(tmp_path):

@@ -34,6 +34,7 @@ MAX_RULES = 1_000
 MAX_SILENCES = 1_000
 MAX_LIST_ITEMS = 1_000
 MAX_PATTERN_CHARS = 256
+MAX_TEXT_CHARS = 1_000  # operator texts, routes and tags: every alert row carries its rule's
 MAX_FILE_BYTES = 1_000_000
 
 
@@ -142,7 +143,7 @@ class Defaults(_Strict):
 
     cooldown_minutes: float = 0.0
     merge_gap_minutes: float = 15.0
-    default_route: str | None = None
+    default_route: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     min_events: int = 1
     resolve_after_minutes: float = 30.0
 
@@ -164,7 +165,7 @@ class Defaults(_Strict):
 class _RuleBase(_Strict):
     name: str
     enabled: bool = True
-    description: str = ""
+    description: str = Field("", max_length=MAX_TEXT_CHARS)
 
     @field_validator("name")
     @classmethod
@@ -178,10 +179,10 @@ class _AlertingRule(_RuleBase):
     """A rule whose incidents become alerts: carries severity, route, operator texts and cooldown."""
 
     severity: Severity | None = None
-    route: str | None = None
-    cause: str
-    action: str
-    tag: str | None = None
+    route: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+    cause: str = Field(max_length=MAX_TEXT_CHARS)
+    action: str = Field(max_length=MAX_TEXT_CHARS)
+    tag: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     cooldown_minutes: float | None = None
     min_events: int | None = None
 
@@ -291,7 +292,7 @@ class FallbackRule(_AlertingRule):
 class TagRouteRule(_RuleBase):
     type: Literal["tag_route"]
     routes: dict[str, str] = Field(max_length=MAX_LIST_ITEMS)
-    default_route: str | None = None
+    default_route: str | None = Field(None, max_length=MAX_TEXT_CHARS)
 
     _default = field_validator("default_route")(_non_blank)
 
@@ -306,6 +307,8 @@ class TagRouteRule(_RuleBase):
                 raise ValueError(f"tag {raw!r} is blank")
             if not str(route).strip():
                 raise ValueError(f"tag {raw!r} has a blank route")
+            if max(len(raw), len(route)) > MAX_TEXT_CHARS:
+                raise ValueError(f"tag {raw[:40]!r}: tags and routes hold at most {MAX_TEXT_CHARS:,} characters")
             if tag in out:
                 raise ValueError(f"tags {raw_of[tag]!r} and {raw!r} both normalise to {tag!r}")
             out[tag] = str(route).strip()
@@ -378,12 +381,12 @@ class Silence(_Strict):
     """A maintenance window ``[start, end)`` for devices matching ``device`` (glob) or ``device_regex`` (full match,
     RE2 syntax)."""
 
-    name: str | None = None
+    name: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     device: str | None = Field(None, max_length=MAX_PATTERN_CHARS)
     device_regex: str | None = Field(None, max_length=MAX_PATTERN_CHARS)
     start: datetime
     end: datetime
-    comment: str = ""
+    comment: str = Field("", max_length=MAX_TEXT_CHARS)
 
     @field_validator("start", "end")
     @classmethod
