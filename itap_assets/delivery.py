@@ -38,7 +38,7 @@ def _feed(con) -> list[dict]:
 
 def _last_notices(con) -> dict[tuple[str, str], dict]:
     rows = storage.frame_of(con.sql(
-        "SELECT alert_id, receiver, event, revision, severity, cause, route FROM notification_outbox "
+        "SELECT alert_id, receiver, event, revision, severity, cause, route, payload FROM notification_outbox "
         "QUALIFY row_number() OVER (PARTITION BY alert_id, receiver ORDER BY seq DESC) = 1"
     )).to_dicts()
     return {(r["alert_id"], r["receiver"]): r for r in rows}

@@ -7,6 +7,8 @@ receiver got per alert (from the outbox), so reruns and backfills that find noth
 - a notified incident whose (severity, cause, route) changed → `revised` (revision + 1)
 - a notified incident whose status became `resolved` → `resolved` (even when silenced: it closes a page)
 - a resolved incident that fires again → `firing` (revision + 1)
+- a notified, unresolved incident no longer in the feed (recomputing the alerts no longer finds it: a new model,
+  or late data moved its start) → `resolved`, described as its last notice described it: no page stays open
 
 Only active incidents (`suppressed_by` NULL, not silenced by an operator) open or revise a page.
 """
@@ -84,13 +86,48 @@ def is_history(alert: dict[str, Any], receiver: Receiver, now: datetime, backfil
     return backfill or (horizon is not None and now - alert["end_ts"] > timedelta(hours=horizon))
 
 
+def _from_iso(text: str | None) -> datetime | None:
+    return None if text is None else datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _annotation(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def withdrawn(notice: dict[str, Any]) -> dict[str, Any]:
+    """The incident as the receiver's last notice of it described it (`payload` as stored in the outbox),
+    resolved: what closes a page whose incident recomputing no longer finds."""
+    body = json.loads(notice["payload"])
+    if "alerts" in body:  # Alertmanager: identity in the labels, the rest in the annotations
+        labels = body["alerts"][0]["labels"]
+        info = {k: _annotation(v) for k, v in body["alerts"][0]["annotations"].items()} | {
+            "alert_id": labels["alert_id"], "device_id": labels["device_id"], "rule": labels["rule"]}
+    else:
+        info = body["payload"]["custom_details"]
+    return {
+        "alert_id": info["alert_id"], "device_id": info["device_id"], "rule_name": info.get("rule"),
+        "severity": notice["severity"], "cause": notice["cause"], "route": notice["route"],
+        "action": info.get("action"), "confidence": info.get("confidence"), "max_score": info.get("max_score"),
+        "n_events": info.get("n_events"), "families": json.dumps(info.get("families") or {}),
+        "top_features": json.dumps(info.get("top_features") or []), "acked_by": info.get("acked_by"),
+        "start_ts": _from_iso(info["start_ts"]), "end_ts": _from_iso(info["end_ts"]), "status": "resolved",
+        "suppressed_by": None,
+    }
+
+
 def plan_notices(feed: list[dict[str, Any]], last: dict[tuple[str, str], dict[str, Any]],
                  receivers: tuple[Receiver, ...], now: datetime, backfill: bool) -> list[Notice]:
     """Every notice the feed calls for, receiver by receiver, oldest incident first; `last` maps
-    (alert_id, receiver name) to that receiver's latest notice of the alert."""
+    (alert_id, receiver name) to that receiver's latest notice of the alert (with its stored `payload`)."""
     out = []
+    in_feed = {a["alert_id"] for a in feed}
     for receiver in receivers:
-        for alert in sorted(feed, key=lambda a: (a["start_ts"], a["alert_id"])):
+        gone = [withdrawn(n) for (alert_id, name), n in last.items()
+                if name == receiver.name and alert_id not in in_feed and n["event"] != "resolved"]
+        for alert in sorted([*feed, *gone], key=lambda a: (a["start_ts"], a["alert_id"])):
             skipped = is_history(alert, receiver, now, backfill)
             for event, revision in changes(alert, last.get((alert["alert_id"], receiver.name)), receiver, now):
                 nid = notification_id(alert["alert_id"], event, revision)

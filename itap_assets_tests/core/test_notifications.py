@@ -89,6 +89,18 @@ def test_notices_have_stable_ids_and_come_per_receiver_oldest_incident_first():
     assert {n.status for n in plan_notices(feed, {}, (HOOK,), NOW, backfill=True)} == {"skipped_backfill"}
 
 
+@pytest.mark.parametrize("receiver", [HOOK, PD])
+def test_an_incident_recomputing_no_longer_finds_is_resolved_as_last_described(receiver):
+    (firing,) = plan_notices([alert()], {}, (receiver,), NOW, backfill=False)
+    told = {("a1", receiver.name): last(payload=firing.payload)}
+    (resolved,) = plan_notices([], told, (receiver,), NOW, backfill=False)
+    assert (resolved.alert_id, resolved.event, resolved.revision) == ("a1", "resolved", 0)
+    again = plan_notices([alert(status="resolved")], told, (receiver,), NOW, backfill=False)
+    assert [n.payload for n in again] == [resolved.payload]  # the same close as if the feed had resolved it
+    assert plan_notices([], {("a1", receiver.name): last("resolved", payload=resolved.payload)}, (receiver,), NOW,
+                        backfill=False) == []
+
+
 def test_webhook_payload_is_alertmanager_v4():
     (firing,) = plan_notices([alert()], {}, (HOOK,), NOW, backfill=False)
     body = json.loads(firing.payload)
