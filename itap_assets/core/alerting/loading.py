@@ -227,6 +227,8 @@ def load_alert_rules(path: Path | str, known_families: Collection[str]) -> Alert
         raise AlertRulesError(
             f"{path}: not valid YAML (only plain YAML is accepted; tags such as !!python/object are refused): {exc}"
         ) from exc
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise AlertRulesError(f"{path}: nested too deeply to be a rule file") from None
     if raw is None:
         raise AlertRulesError(f"{path}: file is empty: list at least one rule under 'rules'")
     return parse_alert_rules(raw, known_families, source=str(path))
