@@ -4,9 +4,12 @@ Pure Python and Polars (no Dagster). `core.ingest` proves per file `records = in
 pieces, and `itap.ingest_files` keeps the proof:
 
 * Records are counted on the bytes, not by the reader: in a file without a quote character a record is a line
-  (one newline count, the cost of a memory scan); a file with quotes is parsed by Python's `csv` module in strict
-  mode — a quote opens a quoted cell only at the start of a cell, as Excel writes them — and that strict pass *is*
-  the parse, because Polars' reader lets a stray quote in any column swallow every later line.
+  (one newline count, the cost of a memory scan). In a file with quotes a vectorised scan checks that every quote
+  stands where RFC 4180 allows it (opening a cell, closing one, doubled inside one) and finds the record
+  boundaries (line breaks outside quotes). Where a quote stands elsewhere — `Tuer "offen` in any column, text
+  after a closing quote, a quote never closed — Polars' reader would let it swallow every later line, so Python's
+  `csv` module in strict mode parses the file instead (a quote inside a cell is a character, as Excel reads it)
+  and its records are the rows.
 * A file is read only when complete: it ends with a line break (CSV), has not changed while it was read and was
   last modified at least `ingestion.settle_seconds` ago. Otherwise it is left for the next run (status
   `incomplete`), never half-read.
@@ -89,6 +92,26 @@ def line_text(data: bytes, lines: list[int]) -> dict[int, bytes]:
     return {n: data[starts[n - 1]:starts[n] if n < len(starts) else len(data)] for n in lines if n <= len(starts)}
 
 
+def record_starts(data: bytes, delimiter: str) -> np.ndarray | None:
+    """First line (1-based) of every record of a CSV text with quotes, header first; None when a quote stands where
+    RFC 4180 does not allow it and only the strict parser can say what the file means."""
+    text = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(text == ord('"'))
+    if len(quotes) % 2:
+        return None
+    bounds = np.array([ord(delimiter), ord("\n"), ord("\r")], dtype=np.uint8)
+    before = np.where(quotes > 0, text[np.maximum(quotes - 1, 0)], ord("\n"))
+    after = np.where(quotes < len(text) - 1, text[np.minimum(quotes + 1, len(text) - 1)], ord("\n"))
+    pair = np.diff(quotes) == 1  # `""`: a quote inside a quoted cell
+    opens_well = np.isin(before, bounds) | np.concatenate(([False], pair))
+    closes_well = np.isin(after, bounds) | np.concatenate((pair, [False]))
+    if not np.where(np.arange(len(quotes)) % 2 == 0, opens_well, closes_well).all():
+        return None
+    newlines = np.flatnonzero(text == ord("\n"))
+    ends = np.flatnonzero(np.searchsorted(quotes, newlines) % 2 == 0) + 1  # lines that end a record
+    return np.concatenate(([1], ends[:-1] + 1))
+
+
 @dataclass
 class Records:
     """A CSV text as the strict pass reads it: header, data records ([] for a blank line) and the first line
@@ -129,10 +152,13 @@ def strict_records(text: str, delimiter: str) -> Records:
     return Records(rows[0], rows[1:], starts)
 
 
-def header_cells(text: str, delimiter: str) -> list[str]:
-    """The first line of a text without quotes, split; a cell over 128 KiB is a `CsvProblem` (line 1)."""
-    end = text.find("\n")
-    cells = (text if end < 0 else text[:end]).rstrip("\r").split(delimiter)
+def header_cells(text: str, delimiter: str, lines: int = 1) -> list[str]:
+    """The header, the first `lines` lines of the text (strictly parsed when quoted); a cell over 128 KiB is a
+    `CsvProblem` (line 1)."""
+    head = "\n".join(text.split("\n", lines)[:lines])
+    if '"' in head:
+        return strict_records(head + "\n", delimiter).header
+    cells = head.rstrip("\r").split(delimiter)
     for i, cell in enumerate(cells):
         if len(cell.encode("utf-8", "replace")) > MAX_CELL_BYTES:
             raise CsvProblem(_strict_reason("field larger than field limit"), 1, i)
@@ -166,4 +192,4 @@ def _offending_cell(line: str, delimiter: str) -> tuple[int | None, bool]:
 
 
 __all__ = ["INGEST_FILES_SCHEMA", "CsvProblem", "FileAccount", "Records", "Snapshot", "accounts_frame",
-           "fingerprint", "header_cells", "line_count", "line_text", "snapshot", "strict_records", "why_unsettled"]
+           "fingerprint", "header_cells", "line_count", "record_starts", "line_text", "snapshot", "strict_records", "why_unsettled"]

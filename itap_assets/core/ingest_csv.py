@@ -1,8 +1,9 @@
 """Reading one CSV export into text columns, with every record accounted for (see `core.ingest_accounting`).
 
-Pure Python and Polars (no Dagster). A file without a quote character is read by Polars and must give one row per
-line; a file with quotes is parsed by the strict pass itself. Either way a record is a row, a counted rejection
-(no value in any mapped column) or a blank line, and any other outcome is an `IngestError` naming file and line.
+Pure Python and Polars (no Dagster). Polars reads a file whose records the scan of `core.ingest_accounting` found
+(one per line without quotes) and must give one row per record; a file with a quote where RFC 4180 allows none is
+parsed by the strict pass instead. Either way a record is a row, a counted rejection (no value in any mapped
+column) or a blank line, and any other outcome is an `IngestError` naming file and line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from itap_assets.core.ingest_accounting import (
-    CsvProblem, Records, header_cells, line_count, line_text, snapshot, strict_records,
+    CsvProblem, Records, header_cells, line_count, line_text, record_starts, snapshot, strict_records,
 )
 from itap_assets.core.ingest_files import (
     ROW, IncompleteFile, IngestError, Source, check_settled, missing_columns, quoted_cell,
@@ -84,9 +85,12 @@ def read_csv_file(source: Source, ingestion: IngestionSettings, roles: dict[str,
     _check_complete(source, text, ingestion.delimiter)
     source.quoted = '"' in text
     delimiter = ingestion.delimiter
+    payload = data.removeprefix(b"\xef\xbb\xbf") if ingestion.encoding == "utf8" else text.encode("utf-8")
+    starts = record_starts(payload, delimiter) if source.quoted else None
     try:
-        parsed = strict_records(text, delimiter) if source.quoted else None
-        raw_header = parsed.header if parsed is not None else header_cells(text, delimiter)
+        parsed = strict_records(text, delimiter) if source.quoted and starts is None else None
+        header_lines = int(starts[1] - 1) if starts is not None and len(starts) > 1 else 1
+        raw_header = parsed.header if parsed is not None else header_cells(text, delimiter, header_lines)
     except CsvProblem as problem:
         raise _csv_problem(source, problem, text, delimiter) from None
     header = [c.strip() for c in raw_header]
@@ -106,8 +110,10 @@ def read_csv_file(source: Source, ingestion: IngestionSettings, roles: dict[str,
         source._starts = parsed.starts
         frame, blank = _strict_frame(source, parsed, header, indices)
     else:
-        payload = data.removeprefix(b"\xef\xbb\xbf") if ingestion.encoding == "utf8" else text.encode("utf-8")
-        frame = _fast_frame(source, payload, header, indices, delimiter)
+        if starts is not None:
+            source._starts = starts.tolist()
+        records = len(starts) - 1 if starts is not None else line_count(payload) - 1
+        frame = _fast_frame(source, payload, header, indices, delimiter, records)
         blank = None
     # Empty and whitespace-only cells are missing values; a record with nothing in any mapped column is not a row.
     frame = frame.with_columns(
@@ -117,8 +123,8 @@ def read_csv_file(source: Source, ingestion: IngestionSettings, roles: dict[str,
     empty_rows = frame.filter(~has_value)[ROW].to_list()
     frame = frame.filter(has_value)
     if blank is None:
-        lines = line_text(payload, [row + 2 for row in empty_rows]) if empty_rows else {}
-        blank = {row for row in empty_rows if not lines.get(row + 2, b"").strip()}
+        lines = line_text(payload, [source.line(row) for row in empty_rows]) if empty_rows else {}
+        blank = {row for row in empty_rows if not lines.get(source.line(row), b"").strip()}
     rejected = [row for row in empty_rows if row not in blank]
     if frame.height == 0:
         raise source.error("no data rows (the file has a header only)")
@@ -176,49 +182,56 @@ def _strict_frame(source: Source, parsed: Records, header: list[str], indices: l
     return pl.DataFrame(columns), blank
 
 
-def _fast_frame(source: Source, payload: bytes, header: list[str], indices: list[int], delimiter: str
-                ) -> pl.DataFrame:
-    """A file without quotes, read by Polars; it must give one row per line, or the read is refused naming the
-    first line where the two counts diverge."""
+def _fast_frame(source: Source, payload: bytes, header: list[str], indices: list[int], delimiter: str,
+                records: int) -> pl.DataFrame:
+    """The file read by Polars; it must give one row per record the scan found, or the read is refused naming
+    the first line where the two diverge."""
     try:
         frame = pl.read_csv(
             payload, separator=delimiter, has_header=True, columns=indices, infer_schema=False,
-            row_index_name=ROW, quote_char=None, raise_if_empty=False,
+            row_index_name=ROW, quote_char='"' if source.quoted else None, raise_if_empty=False,
         )
     except pl.exceptions.PolarsError as exc:
         raise _fast_parse_error(source, payload, header, delimiter, exc) from None
     frame = frame.rename(dict(zip(frame.columns[1:], [header[i] for i in indices])))
-    lines = line_count(payload) - 1
-    if frame.height != lines:
-        raise _divergence(source, payload, frame, header, indices[0], delimiter, lines)
+    if frame.height != records:
+        raise _divergence(source, payload, frame, header[indices[0]], indices[0], delimiter, records)
     return frame
+
+
+def _records(source: Source, payload: bytes, delimiter: str) -> list[tuple[int, list[str]]]:
+    """(first line, cells) of every data record, for the error paths: the strict parse when the file has quotes,
+    else one record per line."""
+    if source.quoted:
+        parsed = strict_records(source.text or "", delimiter)
+        return list(zip(parsed.starts[1:], parsed.rows))
+    lines = payload.decode("utf-8", "replace").split("\n")[1:-1]
+    return [(n, line.rstrip("\r").split(delimiter)) for n, line in enumerate(lines, start=2)]
 
 
 def _fast_parse_error(source: Source, payload: bytes, header: list[str], delimiter: str,
                       exc: Exception) -> IngestError:
-    for number, line in enumerate(payload.split(b"\n")[1:], start=2):
-        fields = line.count(delimiter.encode()) + 1
-        if fields > len(header):
-            return _too_many_fields(source, number, fields, header)
+    for line, cells in _records(source, payload, delimiter):
+        if len(cells) > len(header):
+            return _too_many_fields(source, line, len(cells), header)
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return IngestError(f"{source.display}: not valid CSV: {reason[:200]}", file=source.display)
 
 
-def _divergence(source: Source, payload: bytes, frame: pl.DataFrame, header: list[str], index: int,
-                delimiter: str, lines: int) -> IngestError:
-    """The first line whose first mapped cell is not the reader's row of the same number."""
-    read = frame[header[index]].to_list()
-    line = lines + 2
-    for number, raw in enumerate(payload.split(b"\n")[1:lines + 1], start=2):
-        cells = raw.decode("utf-8", "replace").rstrip("\r").split(delimiter)
+def _divergence(source: Source, payload: bytes, frame: pl.DataFrame, name: str, index: int, delimiter: str,
+                records: int) -> IngestError:
+    """The first record whose first mapped cell is not the reader's row of the same number."""
+    read = frame[name].to_list()
+    expected = _records(source, payload, delimiter)
+    line = expected[-1][0] + 1 if expected else 2
+    for k, (start, cells) in enumerate(expected):
         cell = cells[index] if index < len(cells) else None
-        got = read[number - 2] if number - 2 < len(read) else object()
-        if (cell or None) != got:
-            line = number
+        if k >= len(read) or (cell or None) != read[k]:
+            line = start
             break
     return IngestError(
-        f"{source.display}: line {line}: the CSV reader returned {frame.height} rows but the file has {lines} data "
-        f"lines; they diverge at this line, so nothing of the file is read", file=source.display, line=line,
+        f"{source.display}: line {line}: the CSV reader returned {frame.height} rows but the file has {records} "
+        "data records; they diverge at this line, so nothing of the file is read", file=source.display, line=line,
     )
 
 

@@ -121,9 +121,10 @@ def test_delimiter_only_rows_are_rejected_and_counted_blank_lines_are_not_record
     assert "2 record(s) with no value in any mapped column" in account.detail and "line 5" in account.detail
 
 
-def test_a_reader_that_loses_a_row_is_an_error_naming_the_first_diverging_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("comment", ["ok", '"quoted; with the delimiter"'])
+def test_a_reader_that_loses_a_row_is_an_error_naming_the_first_diverging_line(tmp_path, monkeypatch, comment):
     """The record count comes from the bytes, not the reader: a reader that drops a row cannot pass."""
-    write(tmp_path, "rig_A1.csv", "\n".join(rig_lines()[:21]) + "\n")
+    write(tmp_path, "rig_A1.csv", "\n".join(rig_lines(comment)[:21]) + "\n")
     real = pl.read_csv
     monkeypatch.setattr(pl, "read_csv", lambda *a, **k: real(*a, **k).filter(pl.col("__row") != 6))
     with pytest.raises(IngestError) as info:
