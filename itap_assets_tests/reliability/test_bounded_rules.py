@@ -129,6 +129,13 @@ def test_a_10_mb_file_of_39191_rules_fails_at_once(tmp_path):
     assert time.perf_counter() - started < 2
 
 
+def test_a_file_that_is_not_utf8_fails_the_load_in_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(SHIPPED.replace("Overheating", "Überhitzung").encode("latin-1", errors="replace"))
+    with pytest.raises(AlertRulesError, match=rf"^{re.escape(str(path))}: not UTF-8 text \(byte \d+\)$"):
+        load_alert_rules(path, FAMILIES)
+
+
 def test_a_file_nested_too_deeply_fails_the_load_in_one_line(tmp_path):
     path = tmp_path / "deep.yaml"
     path.write_text("rules: " + "[" * 100_000 + "]" * 100_000, encoding="utf-8")
