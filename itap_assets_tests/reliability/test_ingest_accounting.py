@@ -358,3 +358,24 @@ def test_e2e_ingest_files_accounts_for_every_file_and_a_rerun_replaces_its_rows(
     assert (a1["first_ts"].isoformat(), a1["last_ts"].isoformat()) == ("2026-03-27T23:00:00", "2026-03-27T23:59:00")
     meta = results[0].asset_materializations_for_node("raw_telemetry")[0].metadata
     assert meta["files_incomplete"].value == 1 and meta["rejected_at_ingestion"].value == 1
+
+
+def test_e2e_a_bad_file_fails_the_run_with_its_one_line_message_and_no_chained_traceback(make_pipeline, tmp_path):
+    import dagster as dg
+
+    from itap_assets_tests.conftest import run_graph
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = rig_lines()[:5]
+    lines[2] = lines[2].replace(";ok", ';"offen')
+    write(data, "rig_A1.csv", "\n".join(lines) + "\n")
+    config = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    config["ingestion"].update({"path": str(data / "*.csv"), "settle_seconds": 0})
+    p = make_pipeline(config)
+    with pytest.raises(dg.Failure) as info:
+        run_graph(p, [(date(2026, 3, 27), "A1")], until="telemetry_job")
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert "\n" not in info.value.description
+    assert info.value.description.endswith("rig_A1.csv: line 3, column 'Kommentar': a quoted cell is never closed "
+                                           "(an unbalanced '\"'; it would swallow every later line)")
