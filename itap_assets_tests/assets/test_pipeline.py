@@ -128,6 +128,31 @@ def test_alerts_are_incidents_with_owner_cause_and_action(built):
     assert (alerts["end_ts"] >= alerts["start_ts"]).all()
 
 
+def test_alerts_are_one_incident_per_device_at_a_time_with_a_status(built):
+    alerts = built.sql("SELECT * FROM itap.v_alerts ORDER BY device_id, start_ts")
+    assert set(alerts["status"]) <= {"firing", "resolved"} and alerts["status"].null_count() == 0
+    assert alerts["confidence"].is_between(0, 1).all()
+    # incidents of one device never overlap: overlapping evidence is one incident
+    overlaps = alerts.with_columns(prev_end=pl.col("end_ts").shift(1).over("device_id")).filter(
+        pl.col("prev_end") >= pl.col("start_ts"))
+    assert overlaps.height == 0
+
+
+def test_health_counts_the_days_incidents_and_separates_devices_with_different_counts(built):
+    summaries = built.table("device_summaries")
+    counts = built.sql(
+        "SELECT day, device_id, count(*) FILTER (WHERE severity = 'CRITICAL') AS c, "
+        "count(*) FILTER (WHERE severity = 'WARNING') AS w, count(*) FILTER (WHERE severity = 'INFO') AS i "
+        "FROM itap.alerts WHERE suppressed_by IS NULL GROUP BY ALL")
+    joined = summaries.join(counts, on=["day", "device_id"], how="left").with_columns(
+        pl.col("c", "w", "i").fill_null(0))
+    assert joined.select((pl.col("critical_incidents") == pl.col("c")) & (pl.col("warning_incidents") == pl.col("w"))
+                         & (pl.col("info_incidents") == pl.col("i"))).to_series().all()
+    by_counts = joined.group_by("c", "w", "i").agg(pl.col("health"))
+    healths = [h for group in by_counts["health"] for h in set(group)]
+    assert len(healths) == len(set(healths))  # no health shared across different incident counts
+
+
 def test_fleet_summary_ranks_devices_per_day(built):
     fleet = built.table("fleet_summary")
     assert fleet["day"].cast(pl.String).to_list() == DAYS
@@ -140,7 +165,8 @@ def test_detection_metrics_are_stored_as_a_table(built):
     metrics = built.table("detection_metrics")
     names = set(metrics["metric"])
     for metric in ("detection.roc_auc", "detection.false_alarm_rate", "root_cause.accuracy",
-                   "alerts.alert_precision", "alerts.alerts_per_flagged_point"):
+                   "alerts.alert_precision", "alerts.alerts_per_flagged_point", "alerts.episode_single_incident",
+                   "alerts.episode_route_accuracy", "alerts.episode_cause_accuracy"):
         assert metric in names
 
 
