@@ -8,7 +8,7 @@ import polars as pl
 
 from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs, run_keys
 from itap_assets.assets.metadata import markdown_table
-from itap_assets.core.alerting import evaluate_alerts
+from itap_assets.core.alerting import evaluate_alerts, grouping_reach_minutes
 from itap_assets.core.plots import device_day_png
 from itap_assets.resources import AlertRules, ItapConfig, Warehouse
 
@@ -47,6 +47,27 @@ def point_tags(warehouse: Warehouse, column: str, points: pl.DataFrame) -> pl.Da
                            "JOIN flagged f ON v.device_id = f.device_id AND v.ts = f.ts", frames={"flagged": flagged})
 
 
+def earlier_evidence(warehouse: Warehouse, scores: pl.DataFrame, reach_minutes: float
+                     ) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The stored scores and explanations of incidents still open where the inputs begin (a stored alert ending
+    within `reach_minutes` before a device's first input row), from each such incident's start. The inputs reach
+    back one day; with these an incident that has run for days keeps its start, id and evidence however the runs
+    are cut. None when nothing was open."""
+    if scores.height == 0 or not warehouse.has_table("alerts"):
+        return None
+    firsts = scores.group_by("device_id").agg(pl.col("ts").min().alias("first_ts"))
+    spans = warehouse.query(
+        "SELECT a.device_id, min(a.start_ts) AS since, any_value(f.first_ts) AS first_ts FROM alerts a "
+        "JOIN firsts f USING (device_id) WHERE a.end_ts < f.first_ts AND a.start_ts < f.first_ts "
+        f"AND a.end_ts >= f.first_ts - INTERVAL '{int(reach_minutes * 60_000_000)} microseconds' GROUP BY ALL",
+        frames={"firsts": firsts})
+    if spans.height == 0:
+        return None
+    within = "JOIN spans p USING (device_id) WHERE t.ts >= p.since AND t.ts < p.first_ts ORDER BY t.device_id, t.ts"
+    return (warehouse.query(f"SELECT t.* FROM scores t {within}", frames={"spans": spans}).select(scores.columns),
+            warehouse.query(f"SELECT t.* FROM explanations t {within}", frames={"spans": spans}))
+
+
 def device_day_plots(keys: pl.DataFrame, scores: pl.DataFrame, explanations: pl.DataFrame,
                      active: pl.DataFrame) -> str:
     """Markdown with embedded PNGs for the run's device-days (`keys`) with the most active alerts (at most PLOTS)."""
@@ -68,12 +89,18 @@ def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations
     """One row per incident, one incident per device and stretch of evidence: what happened (cause), how bad
     (severity, max score relative to the threshold), how sure (confidence), why (families, top features), who owns
     it (route), what to do (action) and whether it is still firing. An incident belongs to the day its latest
-    event falls on; one spanning midnight keeps its alert_id (itap.v_alerts shows its latest state)."""
+    event falls on; one spanning any number of midnights keeps its start and alert_id (`earlier_evidence`;
+    itap.v_alerts shows its latest state)."""
     keys = run_keys(context)
-    column = itap_config.settings.alerts.point_tags
-    tags = point_tags(warehouse, column, scores) if column else None
     data_end = scores.group_by("device_id").agg(pl.col("ts").max().alias("data_end"))
-    found = evaluate_alerts(rule_points(scores, explanations, tags), alert_rules.rules,
+    evidence_scores, evidence_explanations = scores, explanations
+    earlier = earlier_evidence(warehouse, scores, grouping_reach_minutes(alert_rules.rules))
+    if earlier is not None:
+        evidence_scores = pl.concat([earlier[0], scores], how="vertical_relaxed")
+        evidence_explanations = pl.concat([earlier[1].select(explanations.columns), explanations], how="vertical_relaxed")
+    column = itap_config.settings.alerts.point_tags
+    tags = point_tags(warehouse, column, evidence_scores) if column else None
+    found = evaluate_alerts(rule_points(evidence_scores, evidence_explanations, tags), alert_rules.rules,
                             window_start=datetime.combine(keys["day"].min(), time.min), data_end=data_end)
     out = own_partitions(found.with_columns(pl.col("end_ts").dt.date().alias("day")).select(ALERT_COLUMNS), keys)
     active = out.filter(pl.col("suppressed_by").is_null())

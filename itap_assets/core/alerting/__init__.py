@@ -12,10 +12,11 @@ See ``configs/alert_rules.yaml`` for a documented rule file.
 
 from itap_assets.core.alerting.config import DEFAULT_FAMILIES, SEVERITIES, AlertRulesConfig, AlertRulesError, \
     normalise_tag
-from itap_assets.core.alerting.engine import ALERT_SCHEMA, alert_id, empty_alerts, evaluate_alerts
+from itap_assets.core.alerting.engine import ALERT_SCHEMA, alert_id, empty_alerts, evaluate_alerts, \
+    grouping_reach_minutes
 from itap_assets.core.alerting.loading import load_alert_rules, parse_alert_rules
 
 __all__ = [
     "ALERT_SCHEMA", "DEFAULT_FAMILIES", "SEVERITIES", "AlertRulesConfig", "AlertRulesError", "alert_id",
-    "empty_alerts", "evaluate_alerts", "load_alert_rules", "normalise_tag", "parse_alert_rules",
+    "empty_alerts", "evaluate_alerts", "grouping_reach_minutes", "load_alert_rules", "normalise_tag", "parse_alert_rules",
 ]

@@ -60,6 +60,12 @@ def alert_id(device_id: str, start_ts: datetime) -> str:
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
+def grouping_reach_minutes(config: AlertRulesConfig) -> float:
+    """How far apart two points of one incident can be: the merge gap, or the longest cooldown that folds."""
+    return max(config.defaults.merge_gap_minutes, config.defaults.cooldown_minutes,
+               *(cooldown_minutes(r, config) for r in config.alerting_rules))
+
+
 def _decided(df: pl.DataFrame, config: AlertRulesConfig, families: list[str], bursts: list[BurstRule],
              top_features: pl.DataFrame) -> pl.DataFrame:
     return decide(aggregate(df, families, bursts, top_features), config, families)
