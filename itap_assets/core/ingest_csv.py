@@ -8,7 +8,6 @@ column) or a blank line, and any other outcome is an `IngestError` naming file a
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 
 import polars as pl
@@ -20,6 +19,7 @@ from itap_assets.core.ingest_files import (
     ROW, IncompleteFile, IngestError, Source, check_settled, missing_columns, quoted_cell,
 )
 from itap_assets.settings import IngestionSettings
+
 
 def _decode(data: bytes, source: Source, encoding: str) -> str:
     if data.startswith(b"\xef\xbb\xbf"):
@@ -63,7 +63,7 @@ class CsvRead:
 
 
 def read_csv_file(source: Source, ingestion: IngestionSettings, roles: dict[str, str], read: list[str],
-              data: bytes) -> CsvRead:
+                  data: bytes) -> CsvRead:
     if not data.strip(b" \t\r\n\xef\xbb\xbf"):
         raise source.error("empty file (no header, no data)")
     head = data[:65536]
@@ -107,11 +107,11 @@ def read_csv_file(source: Source, ingestion: IngestionSettings, roles: dict[str,
         raise missing
     indices = sorted(header.index(c) for c in read)
     if parsed is not None:
-        source._starts = parsed.starts
+        source.starts = parsed.starts
         frame, blank = _strict_frame(source, parsed, header, indices)
     else:
         if starts is not None:
-            source._starts = starts.tolist()
+            source.starts = starts.tolist()
         records = len(starts) - 1 if starts is not None else line_count(payload) - 1
         frame = _fast_frame(source, payload, header, indices, delimiter, records)
         blank = None
@@ -140,12 +140,11 @@ def _check_complete(source: Source, text: str, delimiter: str) -> None:
     `62.5`): it is still being written or was truncated in transfer, and is not read until it is complete."""
     if text.endswith(("\n", "\r")) or "\n" not in text.rstrip("\r\n"):
         return
-    last = text[text.rfind("\n") + 1:]
-    header = next(csv.reader([text[:text.find("\n")]], delimiter=delimiter), [])
-    fields = next(csv.reader([last], delimiter=delimiter), [])
+    fields = text[text.rfind("\n") + 1:].count(delimiter) + 1
+    header = text[:text.find("\n")].count(delimiter) + 1
     line = text.count("\n") + 1
     raise IncompleteFile(
-        f"{source.display}: line {line}: the file ends in the middle of a line ({len(fields)} of {len(header)} "
+        f"{source.display}: line {line}: the file ends in the middle of a line ({fields} of {header} "
         "fields, no final line break): it is still being written or was truncated; it is read once it ends with a "
         "line break", file=source.display, line=line,
     )

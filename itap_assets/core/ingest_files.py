@@ -45,7 +45,7 @@ class Survey:
     skipped: dict[str, str]
 
 
-HIDDEN = "hidden file (its name starts with '.': editors and copy tools keep partial files so); not read"
+HIDDEN = "hidden (a name in its path starts with '.', as editors and copy tools name partial files); not read"
 SYMLINK = "reached through a symbolic link, which ingestion.follow_symlinks: false does not follow; not read"
 
 
@@ -162,8 +162,6 @@ def device_from_path(path: Path, ingestion: IngestionSettings, root: Path) -> st
     return device
 
 
-
-
 @dataclass
 class Source:
     """One file being read: its name for messages and how a data row maps to a line."""
@@ -174,15 +172,15 @@ class Source:
     text: str | None = None  # decoded CSV text, only used to locate lines on the error path
     delimiter: str = ","
     quoted: bool = True  # False: no quote character in the file, a record is a line
-    _starts: list[int] | None = field(default=None, repr=False)
+    starts: list[int] | None = field(default=None, repr=False)  # first line of every record (header first)
 
     def line(self, row: int) -> int:
         """1-based line of 0-based data row `row` (CSV: header = line 1; Parquet: data row number)."""
         if self.kind != "csv":
             return row + 1
-        if not self.quoted or self._starts is None:
+        if not self.quoted or self.starts is None:
             return row + 2
-        return self._starts[row + 1] if row + 1 < len(self._starts) else row + 2
+        return self.starts[row + 1] if row + 1 < len(self.starts) else row + 2
 
     def where(self, row: int | None = None, column: str | None = None) -> str:
         parts = [self.display]

@@ -252,10 +252,13 @@ def test_hidden_files_are_skipped_and_reported(tmp_path):
     """Issue 19: dot-files were skipped without a word."""
     write(tmp_path, "rig_A1.csv", "\n".join(rig_lines()[:3]) + "\n")
     write(tmp_path, ".rig_A1.csv", "\n".join(rig_lines()[:2]))  # an editor's or rsync's partial copy
-    read = read_accounted(settings_for(tmp_path).ingestion, tmp_path)
+    (tmp_path / ".partial").mkdir()
+    write(tmp_path / ".partial", "rig_B2.csv", "\n".join(rig_lines()[:2]) + "\n")
+    read = read_accounted(settings_for(tmp_path, path=str(tmp_path / "**/*.csv")).ingestion, tmp_path)
     assert read.frame.height == 2
-    assert [(a.file, a.status) for a in read.accounts] == [(".rig_A1.csv", "skipped"), ("rig_A1.csv", "ingested")]
-    assert "hidden file" in read.accounts[0].detail
+    assert [(a.file, a.status) for a in read.accounts] == [
+        (".partial/rig_B2.csv", "skipped"), (".rig_A1.csv", "skipped"), ("rig_A1.csv", "ingested")]
+    assert all(a.detail.startswith("hidden (a name in its path starts with '.'") for a in read.accounts[:2])
 
 
 # -------------------------------------------------------------------------------------------------------- messages
