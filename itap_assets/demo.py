@@ -20,6 +20,8 @@ from itap_assets.core.simulator import device_ids, simulated_days
 from itap_assets.jobs import JOBS, PARTITIONING
 from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags
 from itap_assets.resources import DB_SCHEMA
+from itap_assets.run_interrupts import stop_waiting_runs_on_signal
+from itap_assets.run_recovery import launch_tags, recover_dead_runs
 from itap_assets.settings import PROJECT_ROOT, Settings, db_path, load_settings
 
 
@@ -64,15 +66,22 @@ def project_job(name: str) -> dg.JobDefinition:
 
 def execute(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str]) -> dg.JobExecutionResult:
     """One run of a project job in this process, executed as a launched run is: `execute_in_process` would keep
-    every step's output in memory until the run ends (a day of a large fleet's features is gigabytes)."""
+    every step's output in memory until the run ends (a day of a large fleet's features is gigabytes). The run's
+    tags name this process, so a later launch can tell when it died; SIGTERM/SIGINT stop it even while it waits
+    for a pool slot."""
     job = dg.build_reconstructable_job("itap_assets.demo", "project_job", reconstructable_args=(job_name,))
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the event log keeps everything
-    with dg.execute_job(job, instance=instance, tags=tags, run_config=quiet) as result:
+    with stop_waiting_runs_on_signal(instance), dg.execute_job(
+        job, instance=instance, tags={**tags, **launch_tags()}, run_config=quiet
+    ) as result:
         return result
 
 
 def run_pipeline(instance: dg.DagsterInstance, pairs: list[tuple[date, str]]) -> list[tuple[str, float]]:
-    """Execute the plan in this process against the project's instance."""
+    """Execute the plan in this process against the project's instance, after cleaning up runs whose process
+    died (they would hold the DuckDB pool slot forever)."""
+    for cleanup in recover_dead_runs(instance):
+        print(f"note: {cleanup.note()}", flush=True)
     timings = []
     order = list(instance.get_dynamic_partitions(DEVICE))
     # A key added by hand that is not a valid id holds no data, and no rectangle spans it: only reported.

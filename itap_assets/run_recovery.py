@@ -1,0 +1,124 @@
+"""Runs whose process died never block later runs.
+
+A run killed with SIGKILL (or its terminal closed) stays STARTED in the instance and keeps its `itap_duckdb` pool
+slot, so every later run waits for it forever; Dagster's own run monitoring cannot see that with the default run
+launcher. `recover_dead_runs`, called before `make demo` launches a run and on every sensor tick, marks such runs
+failed, naming the dead pid, and frees their slots; it also frees slots still held by runs that have finished
+(the UI's Terminate of a dead run leaves them claimed).
+
+How a run's process is known: runs the project launches carry the launching process's host, pid and start time as
+tags (`launch_tags`); a run launched by the daemon or the UI on this host names its run worker's pid in the
+in-process executor's first engine event ("Executing steps in process (pid: N)"), checked against that event's
+time so a reused pid is not taken for the dead worker. Runs with neither, or from another host, are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from itap_assets.processes import ProcessIdentity, current_process, gone_since, host_name, is_gone
+
+HOST_TAG = "itap/launcher_host"
+PID_TAG = "itap/launcher_pid"
+START_TAG = "itap/launcher_start_ticks"
+
+_UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+               dg.DagsterRunStatus.CANCELING]
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    run_id: str
+    job_name: str
+    dead_pid: int | None  # None: the run had finished, only its slots were left claimed
+
+    def note(self) -> str:
+        if self.dead_pid is None:
+            return f"freed the pool slots still held by finished run {self.run_id} ({self.job_name})"
+        return (f"cleaned up run {self.run_id} ({self.job_name}, dead pid {self.dead_pid}): marked failed, "
+                "pool slots freed")
+
+
+def launch_tags() -> dict[str, str]:
+    """Tags naming this process, for the runs it launches and executes itself."""
+    me = current_process()
+    tags = {HOST_TAG: me.host, PID_TAG: str(me.pid)}
+    if me.start_ticks is not None:
+        tags[START_TAG] = str(me.start_ticks)
+    return tags
+
+
+def own_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """The unfinished runs this process launched."""
+    tags = launch_tags()
+    return list(instance.get_runs(dg.RunsFilter(statuses=_UNFINISHED, tags=tags)))
+
+
+def _tagged_process(run: dg.DagsterRun) -> ProcessIdentity | None:
+    if PID_TAG not in run.tags:
+        return None
+    start = run.tags.get(START_TAG)
+    return ProcessIdentity(run.tags.get(HOST_TAG, ""), int(run.tags[PID_TAG]), int(start) if start else None)
+
+
+def _worker_pid_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
+    """The pid of a daemon- or UI-launched run's worker when that worker is gone; None when alive or unknown."""
+    if run.status not in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING):
+        return None
+    for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT,
+                                                 limit=5).records:
+        entry = record.event_log_entry
+        pid = entry.dagster_event.engine_event_data.metadata.get("pid") if entry.dagster_event else None
+        if pid is not None:
+            pid = int(pid.value)
+            return pid if gone_since(pid, entry.timestamp) else None
+    return None
+
+
+def dead_pid(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
+    """The pid of `run`'s process when that process is gone from this host; None when alive or unknown."""
+    process = _tagged_process(run)
+    if process is None:
+        return _worker_pid_gone(instance, run)
+    if process.host != host_name():
+        return None
+    return process.pid if is_gone(process) else None
+
+
+def free_slots(instance: dg.DagsterInstance, run_id: str) -> None:
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
+
+def _runs_holding_slots(instance: dg.DagsterInstance) -> set[str]:
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return set()
+    run_ids = set()
+    for pool in storage.get_concurrency_keys():
+        info = storage.get_concurrency_info(pool)
+        run_ids |= {slot.run_id for slot in info.claimed_slots} | {step.run_id for step in info.pending_steps}
+    return run_ids
+
+
+def recover_dead_runs(instance: dg.DagsterInstance) -> list[Cleanup]:
+    """Mark failed every unfinished run whose process is gone and free its pool slots; free the slots of runs
+    that finished. Returns what was cleaned."""
+    done = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=_UNFINISHED)):
+        pid = dead_pid(instance, run)
+        if pid is None:
+            continue
+        host = run.tags.get(HOST_TAG, host_name())
+        instance.report_run_failed(run, f"Marked failed by ITAP: the process that ran this run (pid {pid} on "
+                                        f"{host}) is gone (killed or crashed); its pool slots are freed.")
+        free_slots(instance, run.run_id)
+        done.append(Cleanup(run.run_id, run.job_name, pid))
+    for run_id in sorted(_runs_holding_slots(instance)):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            free_slots(instance, run_id)
+            done.append(Cleanup(run_id, run.job_name if run else "deleted run", None))
+    return done
