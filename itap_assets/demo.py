@@ -21,7 +21,7 @@ from itap_assets.jobs import JOBS, PARTITIONING
 from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags
 from itap_assets.resources import DB_SCHEMA
 from itap_assets.run_interrupts import stop_waiting_runs_on_signal
-from itap_assets.run_recovery import launch_tags, recover_dead_runs
+from itap_assets.run_recovery import launch_tags, recover_and_report
 from itap_assets.settings import PROJECT_ROOT, Settings, db_path, load_settings
 
 
@@ -80,8 +80,7 @@ def execute(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str]) -
 def run_pipeline(instance: dg.DagsterInstance, pairs: list[tuple[date, str]]) -> list[tuple[str, float]]:
     """Execute the plan in this process against the project's instance, after cleaning up runs whose process
     died (they would hold the DuckDB pool slot forever)."""
-    for cleanup in recover_dead_runs(instance):
-        print(f"note: {cleanup.note()}", flush=True)
+    recover_and_report(instance, lambda note: print(f"note: {note}", flush=True))
     timings = []
     order = list(instance.get_dynamic_partitions(DEVICE))
     # A key added by hand that is not a valid id holds no data, and no rectangle spans it: only reported.

@@ -14,6 +14,7 @@ time so a reused pid is not taken for the dead worker. Runs with neither, or fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
@@ -122,3 +123,9 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[Cleanup]:
             free_slots(instance, run_id)
             done.append(Cleanup(run_id, run.job_name if run else "deleted run", None))
     return done
+
+
+def recover_and_report(instance: dg.DagsterInstance, report: Callable[[str], None]) -> None:
+    """`recover_dead_runs`, each cleanup reported as one line (the demo prints it, a sensor logs it)."""
+    for cleanup in recover_dead_runs(instance):
+        report(cleanup.note())

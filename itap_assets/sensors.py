@@ -19,6 +19,7 @@ from itap_assets.core.simulator import device_ids, simulated_days
 from itap_assets.jobs import daily_job, notification_job, telemetry_job
 from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags
 from itap_assets.resources import ItapConfig, Warehouse
+from itap_assets.run_recovery import recover_and_report
 from itap_assets.settings import PROJECT_ROOT, Settings
 
 
@@ -71,6 +72,7 @@ def plan(cursor: dict, sources: dict, registered: list[str], has_model: set[str]
 def device_discovery(context: dg.SensorEvaluationContext, itap_config: ItapConfig, warehouse: Warehouse):
     """Register new devices; request one run per rectangle of new or changed (day, device) partitions:
     the whole day × device pipeline for devices with a model, ingestion to features for the others."""
+    recover_and_report(context.instance, context.log.warning)  # a dead run would keep the DuckDB pool slot
     cursor = json.loads(context.cursor) if context.cursor else {}
     registered = list(context.instance.get_dynamic_partitions(DEVICE))
     # A key added by hand that is not a valid id holds no data, so it is never planned, and rectangles run in
@@ -94,6 +96,7 @@ def device_discovery(context: dg.SensorEvaluationContext, itap_config: ItapConfi
 def alert_delivery(context: dg.SensorEvaluationContext):
     """After new materializations of `alerts`: one notification_job run. When the latest of them came from a
     backfill, that run records its state changes as history instead of paging."""
+    recover_and_report(context.instance, context.log.warning)
     records = context.instance.fetch_materializations(dg.AssetKey("alerts"), limit=1).records
     event = records[0] if records else None
     if event is None or str(event.storage_id) == context.cursor:
