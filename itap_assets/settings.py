@@ -176,6 +176,10 @@ class IngestionSettings(Strict):
     settle_seconds: float = Field(
         2.0, ge=0, le=86_400, allow_inf_nan=False,
         description="A file modified less than this long ago may still be written: it is left for the next run.")
+    unterminated_settle_seconds: float = Field(
+        300.0, ge=0, le=86_400, allow_inf_nan=False,
+        description="A CSV without a final line break is left for the next run while it is younger than this; "
+                    "older, with all its fields, its last line is read as written (its writer is gone).")
     follow_symlinks: bool = Field(
         False, description="Read files reached through a symbolic link (off: a link could point anywhere).")
 

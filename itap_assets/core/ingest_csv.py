@@ -8,6 +8,8 @@ column) or a blank line, and any other outcome is an `IngestError` naming file a
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 
 import polars as pl
@@ -82,7 +84,9 @@ def read_csv_file(source: Source, ingestion: IngestionSettings, roles: dict[str,
         raise IngestError(
             f"{source.display}: line 1: lines end in a bare CR (classic Mac OS line ends), which ITAP does not read "
             "as line breaks; re-save the file with LF or CRLF line ends", file=source.display, line=1)
-    _check_complete(source, text, ingestion.delimiter)
+    if not _check_complete(source, text, ingestion.delimiter, ingestion.unterminated_settle_seconds):
+        data, text = data + b"\n", text + "\n"  # the last line is taken as written: count and read it as a line
+        source.text = text
     source.quoted = '"' in text
     delimiter = ingestion.delimiter
     payload = data.removeprefix(b"\xef\xbb\xbf") if ingestion.encoding == "utf8" else text.encode("utf-8")
@@ -135,14 +139,18 @@ def read_csv_file(source: Source, ingestion: IngestionSettings, roles: dict[str,
     return CsvRead(frame, frame.height + len(rejected), len(rejected), detail)
 
 
-def _check_complete(source: Source, text: str, delimiter: str) -> None:
+def _check_complete(source: Source, text: str, delimiter: str, unterminated_settle_seconds: float) -> bool:
     """A CSV file ends with a line break. Without one its last line may be cut anywhere, even mid-value (`6` of
-    `62.5`): it is still being written or was truncated in transfer, and is not read until it is complete."""
+    `62.5`): while the file is younger than `unterminated_settle_seconds` it may still be being written, and it is
+    not read until it is complete. Older, its writer is gone and the last line is what it wrote: published data
+    sets end without a line break (7 of the 57 NAB series). True when the file ends with its line break."""
     if text.endswith(("\n", "\r")) or "\n" not in text.rstrip("\r\n"):
-        return
+        return True
     fields = text[text.rfind("\n") + 1:].count(delimiter) + 1
     header = text[:text.find("\n")].count(delimiter) + 1
     line = text.count("\n") + 1
+    if fields == header and time.time() - source.path.stat().st_mtime >= unterminated_settle_seconds:
+        return False
     raise IncompleteFile(
         f"{source.display}: line {line}: the file ends in the middle of a line ({fields} of {header} "
         "fields, no final line break): it is still being written or was truncated; it is read once it ends with a "

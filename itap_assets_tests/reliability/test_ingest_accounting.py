@@ -161,6 +161,22 @@ def test_a_file_without_a_final_line_break_is_not_read_until_it_has_one(tmp_path
     assert read_accounted(settings.ingestion, tmp_path).frame.height == 10
 
 
+def test_an_old_file_without_a_final_line_break_is_read_as_its_writer_left_it(tmp_path):
+    """Published data sets end without a line break (7 of the 57 NAB series): once the file is older than
+    `unterminated_settle_seconds` and its last line has every field, that line is a reading, not a torn write."""
+    import os
+
+    lines = rig_lines()[:11]
+    path = write(tmp_path, "rig_A1.csv", "\n".join(lines))
+    an_hour_ago = path.stat().st_mtime - 3600
+    os.utime(path, (an_hour_ago, an_hour_ago))
+    (account,) = read_accounted(settings_for(tmp_path).ingestion, tmp_path).accounts
+    assert (account.status, account.records, account.ingested) == ("ingested", 10, 10)
+    cut = write(tmp_path, "rig_A1.csv", "\n".join(lines)[:-8].rsplit(";", 1)[0])  # a field short: truncated
+    os.utime(cut, (an_hour_ago, an_hour_ago))
+    assert [a.status for a in read_accounted(settings_for(tmp_path).ingestion, tmp_path).accounts] == ["incomplete"]
+
+
 def test_a_file_younger_than_the_settle_time_is_left_for_the_next_run_and_sensor_tick(tmp_path):
     from itap_assets.sensors import source_partitions
 
