@@ -49,15 +49,22 @@ def keys_by_device(keys: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
 
 
 def device_features(session: WarehouseSession, device_keys: pl.DataFrame,
-                    columns: Sequence[str] | None = None) -> pl.DataFrame:
+                    columns: Sequence[str] | None = None, context_rows: int = 0) -> pl.DataFrame:
     """One device's stored features for the partitions in `device_keys`, in time order (all columns, or the keys
-    and `columns`): steps read features a device at a time, a day of a large fleet's features being gigabytes."""
+    and `columns`): steps read features a device at a time, a day of a large fleet's features being gigabytes.
+    `context_rows`: also the device's last rows before the first of those partitions, first in the frame."""
     select = "*" if columns is None else ", ".join(f'"{check_column(c)}"' for c in ["ts", "day", "device_id",
                                                                                        *columns])
+    device, first = device_keys["device_id"][0], device_keys["day"].min()
     rows = session.query(
         f"SELECT {select} FROM features WHERE device_id = ? AND day BETWEEN ? AND ?",
-        [device_keys["device_id"][0], device_keys["day"].min(), device_keys["day"].max()],
+        [device, first, device_keys["day"].max()],
     )
     # The join also copies the rows out of the Arrow batch DuckDB returned: any column kept from it (scores keep
     # `ts`) would hold the whole batch, all features of the device, until the step ends.
-    return sorted_by(rows, ["ts"]).join(device_keys, on=["day", "device_id"], how="semi")
+    rows = sorted_by(rows, ["ts"]).join(device_keys, on=["day", "device_id"], how="semi")
+    if context_rows <= 0:
+        return rows
+    before = session.query(f"SELECT {select} FROM features WHERE device_id = ? AND day < ? ORDER BY ts DESC LIMIT ?",
+                           [device, first, context_rows])
+    return pl.concat([before.reverse(), rows], how="vertical_relaxed") if before.height else rows

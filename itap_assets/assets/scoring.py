@@ -67,20 +67,29 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     explain = "explanations" in selected
 
-    def score_and_explain(item: tuple[str, pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-        device, rows = item
+    # The rows before a run's first partition that the evidence window and the k-of-n smoothing look back on:
+    # scored with the run's rows and then dropped, so a day scores the same in a daily run as in a backfill.
+    smoothing = settings.model.smoothing
+    context_rows = max(settings.model.evidence_rows, smoothing.n if smoothing else 1) - 1
+
+    def score_and_explain(item: tuple[str, pl.DataFrame, object]) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        device, rows, first_ts = item
         detector = load_detector(latest[device])
+        own = pl.col("ts") >= first_ts
         if not explain:
-            return score_device(rows, latest[device], detector), None
-        return score_and_explain_device(rows, latest[device], detector, families)
+            return score_device(rows, latest[device], detector).filter(own), None
+        points, explanation = score_and_explain_device(rows, latest[device], detector, families)
+        return points.filter(own), explanation.filter(own)
 
     scored, explained = [], []
     with warehouse.session() as session, blas_single_thread():
         reader = session.cursor()  # its own thread: the next device is read while others are scored
 
-        def device_rows(item: tuple[str, pl.DataFrame]) -> tuple[str, pl.DataFrame]:
+        def device_rows(item: tuple[str, pl.DataFrame]) -> tuple[str, pl.DataFrame, object]:
             device, device_keys = item
-            return device, device_features(reader, device_keys)
+            rows = device_features(reader, device_keys, context_rows=context_rows)
+            before = int((rows["day"] < device_keys["day"].min()).sum())
+            return device, rows, rows["ts"][before] if before < rows.height else None
 
         read = ordered_map(device_rows, keys_by_device(keys), workers=1)
         for points, explanation in ordered_map(score_and_explain, read, workers=default_threads()):

@@ -41,12 +41,16 @@ def held_out_folds(n: int, folds: int, blocks_per_fold: int) -> list[np.ndarray]
 
 
 def window_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of each row and the ``window - 1`` rows before it (fewer at the start), per column; time order."""
+    """Mean of each row and the ``window - 1`` rows before it (fewer at the start), per column; time order.
+    Each window is summed on its own (not as a difference of running sums), so a row's mean is bit-identical
+    whatever came before its window: a day scored with the rows before it as context equals that day scored in
+    a longer run."""
     v = np.asarray(values, dtype=np.float64)
-    c = np.concatenate([np.zeros((1, *v.shape[1:])), np.cumsum(v, axis=0)])
-    i = np.arange(1, v.shape[0] + 1)
-    count = np.minimum(i, window).reshape(-1, *([1] * (v.ndim - 1)))
-    return (c[i] - c[np.maximum(i - window, 0)]) / count
+    sums = v.copy()
+    for lag in range(1, min(window, v.shape[0])):  # the same additions in the same order for every row
+        sums[lag:] += v[:-lag]
+    count = np.minimum(np.arange(1, v.shape[0] + 1), window).reshape(-1, *([1] * (v.ndim - 1)))
+    return sums / count
 
 
 @dataclass

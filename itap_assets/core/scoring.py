@@ -160,8 +160,9 @@ def load_detector(record: Mapping) -> Detector:
 def score_device(features: pl.DataFrame, record: Mapping, det: Detector) -> pl.DataFrame:
     """Scores for one device's feature rows (sorted by ts) with the given model version.
 
-    Warm-up rows (less history than the longest window) are scored but never flagged. Smoothing (k of the last n
-    points) runs over the rows given, so a multi-day run is continuous and a single-day run restarts at midnight.
+    Warm-up rows (less history than the longest window) are scored but never flagged. The evidence window and the
+    smoothing (k of the last n points) run over the rows given: the scoring asset passes the rows before a run's
+    first partition as context, so a day scores the same in a daily run as in a backfill.
     """
     return _scored_points(features, record, det)[0]
 

@@ -183,6 +183,17 @@ def test_rematerializing_scoring_gives_the_same_alert_ids(built):
     assert built.sql("SELECT alert_id FROM itap.alerts ORDER BY alert_id").equals(before)
 
 
+def test_a_day_scored_alone_equals_the_same_day_of_one_run_over_both_days(built):
+    """The evidence window and the k-of-n smoothing look back across midnight: the second day scored in a run of its
+    own (a daily run) gives the rows the two-day run gave, flags and explanations included."""
+    query = "SELECT * FROM itap.{} WHERE day = DATE '2026-01-02' ORDER BY device_id, ts"
+    before = {t: built.sql(query.format(t)) for t in ("scores", "explanations")}
+    for device in DEVICES:
+        built.materialize(all_assets, first=f"{DAYS[1]}|{device}", selection=["scores", "explanations"])
+    for table, rows in before.items():
+        assert built.sql(query.format(table)).equals(rows), table
+
+
 def test_explanations_alone_are_rebuilt_from_the_same_scores_without_rewriting_them(built):
     # given the stored scores and explanations of the whole run
     scores_written = built.instance.get_latest_materialization_event(dg.AssetKey("scores")).timestamp
