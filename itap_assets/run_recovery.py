@@ -8,8 +8,9 @@ failed, naming the dead pid, and frees their slots; it also frees slots still he
 
 How a run's process is known: runs the project launches carry the launching process's host, pid and start time as
 tags (`launch_tags`); a run launched by the daemon or the UI on this host names its run worker's pid in the
-in-process executor's first engine event ("Executing steps in process (pid: N)"), checked against that event's
-time so a reused pid is not taken for the dead worker. Runs with neither, or from another host, are left alone.
+in-process executor's first engine events ("Executing steps in process (pid: N)"), checked against that event's
+time so a reused pid is not taken for the dead worker; that event names no host, so it is trusted only when the
+instance lives in local SQLite files. Runs with neither, or from another host, are left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
+from dagster._core.storage.runs import SqliteRunStorage
 
 from itap_assets.processes import ProcessIdentity, current_process, gone_since, host_name, is_gone
 
@@ -65,8 +67,11 @@ def _tagged_process(run: dg.DagsterRun) -> ProcessIdentity | None:
 
 
 def _worker_pid_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
-    """The pid of a daemon- or UI-launched run's worker when that worker is gone; None when alive or unknown."""
+    """The pid of a daemon- or UI-launched run's worker when that worker is gone; None when alive or unknown.
+    The event names no host, so it is trusted only with the instance in local SQLite files (one host)."""
     if run.status not in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING):
+        return None
+    if not isinstance(instance.run_storage, SqliteRunStorage):
         return None
     for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT,
                                                  limit=5).records:

@@ -52,9 +52,11 @@ def pool(instance: dg.DagsterInstance):
     return instance.event_log_storage.get_concurrency_info(DUCKDB_POOL)
 
 
-def slot_holder(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    """A STARTED run that holds the pool slot right now."""
+def slot_holder(instance: dg.DagsterInstance, step: str | None = None) -> dg.DagsterRun | None:
+    """A STARTED run that holds the pool slot right now (for `step`, when given)."""
     for slot in pool(instance).claimed_slots:
+        if step is not None and slot.step_key != step:
+            continue
         run = instance.get_run_by_id(slot.run_id)
         if run is not None and run.status == dg.DagsterRunStatus.STARTED:
             return run
@@ -122,3 +124,17 @@ def test_sigterm_stops_a_demo_run_waiting_for_the_pool_slot_within_10_s(deployme
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.CANCELED
         assert waiting_run(instance) is None
         assert [s.run_id for s in pool(instance).claimed_slots] == [holder.run_id]
+
+
+def test_sigterm_during_a_step_fails_the_run_at_once_and_leaves_no_slot_claimed(deployment):
+    with instance_of(deployment) as instance:
+        running = demo(deployment)
+        # The first step: a signal right after a run's last step would end the run before any step saw it.
+        run = poll(lambda: slot_holder(instance, "raw_telemetry"), 60, "the demo's first step holding the slot")
+        sent = time.monotonic()
+        os.killpg(running.pid, signal.SIGTERM)
+        running.communicate(timeout=30)
+        assert time.monotonic() - sent < 10
+        assert running.returncode != 0
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not pool(instance).claimed_slots and waiting_run(instance) is None

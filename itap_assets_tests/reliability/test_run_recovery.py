@@ -1,17 +1,19 @@
 """Which runs count as dead, and what the sensors clean: runs put into a real (temporary) Dagster instance."""
 
 import os
+import shutil
 import subprocess
 import sys
 
 import dagster as dg
-from dagster._core.events import EngineEventData
 import pytest
+from dagster._core.events import EngineEventData  # what the executor's "Executing steps in process" event carries
 
 from itap_assets.processes import current_process, gone_since, is_gone
 from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
 from itap_assets.run_recovery import HOST_TAG, PID_TAG, START_TAG, launch_tags, recover_dead_runs
 from itap_assets.sensors import alert_delivery, device_discovery
+from itap_assets.settings import PROJECT_ROOT
 from itap_assets_tests.conftest import write_config
 
 
@@ -59,7 +61,8 @@ def test_a_run_whose_launching_process_is_gone_is_failed_naming_the_pid_and_its_
     run = started_run(instance, {**launch_tags(), PID_TAG: str(pid)})
     cleaned = recover_dead_runs(instance)
     assert [(c.run_id, c.dead_pid) for c in cleaned] == [(run.run_id, pid)]
-    assert cleaned[0].note() == f"cleaned up run {run.run_id} (some_job, dead pid {pid}): marked failed, pool slots freed"
+    assert cleaned[0].note() == (f"cleaned up run {run.run_id} (some_job, dead pid {pid}): marked failed, "
+                                 "pool slots freed")
     assert status(instance, run) == dg.DagsterRunStatus.FAILURE
     assert any(f"pid {pid} on" in e.message and "is gone" in e.message for e in instance.all_logs(run.run_id))
     assert slot_runs(instance) == []
@@ -99,10 +102,19 @@ def test_slots_left_claimed_by_a_finished_run_are_freed(instance):
 
 def test_both_sensors_clean_up_dead_runs_before_planning(instance, tmp_path):
     config = write_config(tmp_path / "itap.yaml", {"simulation": {"devices": 1, "days": 1}})
-    resources = {"itap_config": ItapConfig(path=str(config)), "warehouse": Warehouse(database=str(tmp_path / "x.duckdb"))}
+    resources = {"itap_config": ItapConfig(path=str(config)),
+                 "warehouse": Warehouse(database=str(tmp_path / "x.duckdb"))}
     for sensor in (device_discovery, alert_delivery):
         run = started_run(instance, {**launch_tags(), PID_TAG: str(dead_pid())})
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             sensor(context)
         assert status(instance, run) == dg.DagsterRunStatus.FAILURE
         assert slot_runs(instance) == []
+
+
+def test_the_projects_dagster_yaml_turns_on_run_monitoring(tmp_path):
+    shutil.copy(PROJECT_ROOT / "configs" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert "MONITORING" in instance.get_required_daemon_types()
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
