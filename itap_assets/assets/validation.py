@@ -5,7 +5,7 @@ import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.core.validation import REASONS, contract_failures, counts_as_rejected, split_telemetry
-from itap_assets.partitions import day_device_partitions
+from itap_assets.partitions import day_device_partitions, valid_keys
 from itap_assets.resources import DUCKDB_POOL, ItapConfig
 
 PARTITION = ["day", "device_id"]
@@ -78,8 +78,9 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
     result = split_telemetry(raw_telemetry, sensors, rules.states)
     validated, quarantine = result.validated, result.quarantine
     per_partition = _per_partition(raw_telemetry, validated, quarantine)
-    # Partitions of this run that have no raw rows at all are empty partitions.
-    requested = {tuple(k.split("|")) for k in context.partition_keys}
+    # Partitions of this run that have no raw rows at all are empty partitions (a key whose device is not a valid
+    # id is left out of every step, not reported empty).
+    requested = {tuple(k.split("|")) for k in valid_keys(day_device_partitions, context.partition_keys)}
     present = {(str(d), dev) for d, dev in per_partition.select(PARTITION).iter_rows()}
     empty = sorted("|".join(k) for k in requested - present)
 

@@ -54,8 +54,8 @@ def reported(messages: list[str], bad: list[str] = BAD) -> bool:
 
 
 def test_runs_over_the_whole_fleet_skip_the_bad_keys_and_materialize_the_rest(tmp_path):
-    """Ingestion as `make demo` and the sensor plan it (ranges around the bad keys), then every later job by hand
-    over a range that spans them, as a UI backfill of every partition does. Not 'a|b': a device key holding the
+    """Ingestion as `make demo` and the sensor plan it (ranges around the bad keys); then every job, ingestion
+    included, by hand over a range that spans them, as a UI backfill of every partition does. Not 'a|b': a device key holding the
     day × device separator fails Dagster's own key parsing in any run whose range spans it (docs/reliability.md,
     known limits), which is why the schedules and the sensor never span a bad key."""
     config = {"simulation": {"devices": 2, "days": 2, "sample_interval_s": 60, "fault_rate": 3.0, "seed": 3}}
@@ -68,8 +68,7 @@ def test_runs_over_the_whole_fleet_skip_the_bad_keys_and_materialize_the_rest(tm
         ingestion = [tags for job, tags in demo.run_plan(pairs, instance.get_dynamic_partitions("device"))
                      if job is telemetry_job]
         assert [devices_in(tags, instance) for tags in ingestion] == [{"DEV-0001"}, {"DEV-0002"}]
-        runs = [(telemetry_job, tags) for tags in ingestion] + [
-            (job, spanning[job.metadata[PARTITIONING]]) for job in JOBS if job is not telemetry_job]
+        runs = [(job, spanning[job.metadata[PARTITIONING]]) for job in JOBS]
         for job, tags in runs:
             result = dg.materialize(all_assets, instance=instance, resources=p.resources(), selection=job.selection,
                                     tags=tags)
