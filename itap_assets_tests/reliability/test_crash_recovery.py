@@ -1,5 +1,5 @@
-"""Crash-safe runs with real `make demo` processes: a run killed with SIGKILL never blocks the next `make demo`, and
-a run waiting for the DuckDB pool slot stops on SIGTERM."""
+"""Crash-safe runs with real `make demo` processes: a demo killed with SIGKILL or by closing its terminal (SIGHUP)
+never blocks the next `make demo`, and a run waiting for the DuckDB pool slot stops on SIGTERM."""
 
 import os
 import shutil
@@ -68,11 +68,12 @@ def waiting_run(instance: dg.DagsterInstance) -> str | None:
     return next((s.run_id for s in pool(instance).pending_steps if s.assigned_timestamp is None), None)
 
 
-def test_make_demo_after_kill_9_of_a_make_demo_cleans_up_and_completes(deployment):
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGHUP], ids=["kill_9", "terminal_closed"])
+def test_make_demo_after_a_killed_make_demo_cleans_up_and_completes(deployment, kill):
     crashed = demo(deployment)
     with instance_of(deployment) as instance:
         dead = poll(lambda: slot_holder(instance), 60, "a run of the first demo holding the pool slot")
-        os.killpg(crashed.pid, signal.SIGKILL)
+        os.killpg(crashed.pid, kill)
         crashed.wait(timeout=10)
         # The state issue 20 measured: the dead run is STARTED and holds the slot.
         assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.STARTED
