@@ -55,8 +55,7 @@ def launch_tags() -> dict[str, str]:
 
 def own_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """The unfinished runs this process launched."""
-    tags = launch_tags()
-    return list(instance.get_runs(dg.RunsFilter(statuses=_UNFINISHED, tags=tags)))
+    return list(instance.get_runs(dg.RunsFilter(statuses=_UNFINISHED, tags=launch_tags())))
 
 
 def _tagged_process(run: dg.DagsterRun) -> ProcessIdentity | None:
