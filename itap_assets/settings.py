@@ -24,6 +24,13 @@ DEFAULT_DB_PATH = PROJECT_ROOT / "data" / "itap.duckdb"
 
 # DESIGN.md: ^[A-Za-z0-9._-]{1,64}$, and the first character must be a letter or digit (so "..", ".x" are refused).
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def checked_id(value: str) -> str:
+    """A name that ends up in ids and messages (alert rules, receivers): the id pattern, or a ValueError."""
+    if not ID_PATTERN.fullmatch(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-' (starting alphanumeric)")
+    return value
 FAMILIES = ("Temperature", "Vibration", "Voltage", "Current", "RPM")
 RESERVED_COLUMNS = {"ts", "day", "device_id", "state", "fault_tag", "fault_id", "warmup"}
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, HttpUrl, field_validator
 
-from itap_assets.settings import ID_PATTERN, Strict
+from itap_assets.settings import Strict, checked_id
 
 
 class _ReceiverBase(Strict):
@@ -33,12 +33,7 @@ class _ReceiverBase(Strict):
         24.0, gt=0, le=8_760, description="A change whose evidence ended longer ago than this is history, not a "
                                           "page; null = no age limit; at most a year (8,760 h).")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not ID_PATTERN.fullmatch(value):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-' (starting alphanumeric)")
-        return value
+    _name = field_validator("name")(checked_id)
 
     @field_validator("min_severity", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ import re2
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from itap_assets.core.receivers import Receiver
+from itap_assets.settings import checked_id
 
 SEVERITIES = ("INFO", "WARNING", "CRITICAL")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -47,7 +48,6 @@ class AlertRulesError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 
 _TAG_SEPARATORS = re.compile(r"[\s\-_]+")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 def normalise_tag(tag: str | None) -> str | None:
@@ -167,12 +167,7 @@ class _RuleBase(_Strict):
     enabled: bool = True
     description: str = Field("", max_length=MAX_TEXT_CHARS)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-' (starting alphanumeric)")
-        return value
+    _name = field_validator("name")(checked_id)
 
 
 class _AlertingRule(_RuleBase):
