@@ -46,9 +46,11 @@ def _watch(instance: dg.DagsterInstance, stop: threading.Event, console: int) ->
             continue
         since = since or time.monotonic()
         if time.monotonic() - since >= GRACE_S:
-            for run_id in cancel_own_runs(instance):
-                os.write(console, f"stopped: run {run_id} canceled while it waited for a pool slot\n".encode())
-            os._exit(EXIT_CODE)  # the main thread is inside Dagster's wait loop, which never returns
+            try:
+                for run_id in cancel_own_runs(instance):
+                    os.write(console, f"stopped: run {run_id} canceled while it waited for a pool slot\n".encode())
+            finally:  # even if the instance could not be updated: the next launch then cleans the dead run
+                os._exit(EXIT_CODE)  # the main thread is inside Dagster's wait loop, which never returns
 
 
 @contextmanager
