@@ -6,6 +6,7 @@ from itap_assets.assets import (alerts, evaluation, features, ingest, model, not
                                  validation)
 from itap_assets.jobs import ALL_JOBS
 from itap_assets.resources import default_resources
+from itap_assets.run_recovery import dead_run_cleanup
 from itap_assets.schedules import SCHEDULES
 from itap_assets.sensors import SENSORS
 
@@ -18,6 +19,6 @@ defs = dg.Definitions(
     resources=default_resources(),
     jobs=ALL_JOBS,
     schedules=SCHEDULES,
-    sensors=SENSORS,
+    sensors=[*SENSORS, dead_run_cleanup],
     executor=dg.in_process_executor,
 )

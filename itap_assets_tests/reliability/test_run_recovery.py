@@ -11,7 +11,8 @@ from dagster._core.events import EngineEventData  # what the executor's "Executi
 
 from itap_assets.processes import current_process, gone_since, is_gone
 from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
-from itap_assets.run_recovery import HOST_TAG, PID_TAG, START_TAG, launch_tags, recover_dead_runs
+from itap_assets.definitions import defs
+from itap_assets.run_recovery import HOST_TAG, PID_TAG, START_TAG, dead_run_cleanup, launch_tags, recover_dead_runs
 from itap_assets.sensors import alert_delivery, device_discovery
 from itap_assets.settings import PROJECT_ROOT
 from itap_assets_tests.conftest import write_config
@@ -100,11 +101,12 @@ def test_slots_left_claimed_by_a_finished_run_are_freed(instance):
     assert slot_runs(instance) == []
 
 
-def test_both_sensors_clean_up_dead_runs_before_planning(instance, tmp_path):
+def test_every_sensor_cleans_up_dead_runs_and_the_cleanup_sensor_is_on_by_default(instance, tmp_path):
     config = write_config(tmp_path / "itap.yaml", {"simulation": {"devices": 1, "days": 1}})
     resources = {"itap_config": ItapConfig(path=str(config)),
                  "warehouse": Warehouse(database=str(tmp_path / "x.duckdb"))}
-    for sensor in (device_discovery, alert_delivery):
+    assert dead_run_cleanup in defs.sensors and dead_run_cleanup.default_status == dg.DefaultSensorStatus.RUNNING
+    for sensor in (device_discovery, alert_delivery, dead_run_cleanup):
         run = started_run(instance, {**launch_tags(), PID_TAG: str(dead_pid())})
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
             sensor(context)
