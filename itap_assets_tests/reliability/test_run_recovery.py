@@ -2,8 +2,11 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -120,3 +123,23 @@ def test_the_projects_dagster_yaml_turns_on_run_monitoring(tmp_path):
         assert instance.run_monitoring_enabled
         assert "MONITORING" in instance.get_required_daemon_types()
         assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
+
+
+def test_the_dagster_daemon_cleans_a_dead_run_with_no_sensor_turned_on(tmp_path):
+    """`dagster-daemon run` (what `make ui` starts beside the webserver) against the project's dagster.yaml."""
+    shutil.copy(PROJECT_ROOT / "configs" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        instance.event_log_storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+        run = started_run(instance, {**launch_tags(), PID_TAG: str(dead_pid())})
+        daemon = subprocess.Popen([Path(sys.executable).with_name("dagster-daemon"), "run", "-w", "workspace.yaml"],
+                                  cwd=PROJECT_ROOT, env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while status(instance, run) != dg.DagsterRunStatus.FAILURE and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+        assert status(instance, run) == dg.DagsterRunStatus.FAILURE
+        assert slot_runs(instance) == []
