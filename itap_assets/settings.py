@@ -32,6 +32,7 @@ def checked_id(value: str) -> str:
         raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-' (starting alphanumeric)")
     return value
 FAMILIES = ("Temperature", "Vibration", "Voltage", "Current", "RPM")
+PIN_PATTERN = re.compile(r"[A-Za-z0-9._\-*?\[\]!]{1,64}")
 RESERVED_COLUMNS = {"ts", "day", "device_id", "state", "fault_tag", "fault_id", "warmup"}
 
 
@@ -112,15 +113,19 @@ class TrainingWindow(Strict):
     first_days: int | None = Field(None, ge=1)
     first_samples: int | None = Field(None, ge=1, description="The device's first N samples (warm-up and MAINT rows "
                                                             "among them are not fitted).")
+    last_days: int | None = Field(None, ge=1, description="Sliding: the N days up to the device's newest day "
+                                                         "(or the run's as_of day), so a retraining on newer data "
+                                                         "makes a new version.")
     start: datetime | None = None
     end: datetime | None = None
     exclude_labelled_faults: bool = False
 
     @model_validator(mode="after")
     def _one_kind(self) -> TrainingWindow:
-        kinds = [self.first_days is not None, self.first_samples is not None, self.start is not None]
+        kinds = [self.first_days is not None, self.first_samples is not None, self.last_days is not None,
+                 self.start is not None]
         if sum(kinds) != 1:
-            raise ValueError("give exactly one of first_days, first_samples or start/end")
+            raise ValueError("give exactly one of first_days, first_samples, last_days or start/end")
         if (self.start is None) != (self.end is None):
             raise ValueError("start and end go together")
         if self.start is not None and self.end is not None and not self.start < self.end:
@@ -160,6 +165,20 @@ class ModelSettings(Strict):
         description="PCA learns only features with at least this many effectively independent baseline samples "
                     "(the shrinkage Mahalanobis distance sees all); 0 = PCA sees every continuous feature.")
     seed: int = 0
+    pins: dict[str, int] = Field(
+        default_factory=dict,
+        description="Device glob -> model version scoring uses (pin or roll back); the first matching pattern in "
+                    "file order wins, unpinned devices use their newest version.")
+
+    @field_validator("pins")
+    @classmethod
+    def _pins(cls, v: dict[str, int]) -> dict[str, int]:
+        for pattern, version in v.items():
+            if not PIN_PATTERN.fullmatch(pattern):
+                raise ValueError(f"pin pattern {pattern!r} must be a device id or a glob of one (*, ?, [...])")
+            if isinstance(version, bool) or version < 1:
+                raise ValueError(f"pin {pattern!r}: version {version!r} must be a whole number from 1")
+        return v
 
 
 class IngestionSettings(Strict):

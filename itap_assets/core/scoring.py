@@ -5,6 +5,7 @@ Pure logic: Polars frames and numpy in, Polars frames out. The Dagster steps onl
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import pickle
 from collections.abc import Mapping, Sequence
@@ -94,6 +95,8 @@ def describe_training(model: ModelSettings) -> str:
         return f"first {tr.first_days} day(s)"
     if tr.first_samples is not None:
         return f"first {tr.first_samples} samples"
+    if tr.last_days is not None:
+        return f"last {tr.last_days} day(s)"
     return f"{tr.start} to {tr.end}"
 
 
@@ -148,6 +151,40 @@ def latest_models(models: pl.DataFrame) -> dict[str, dict]:
     """The newest version of each device's model, as registry rows keyed by device."""
     latest = models.sort("version").group_by("device_id", maintain_order=True).last()
     return {row["device_id"]: row for row in latest.iter_rows(named=True)}
+
+
+class PinError(ValueError):
+    """A model.pins entry naming a version the device's registry does not hold."""
+
+
+def pinned_version(device_id: str, pins: Mapping[str, int]) -> tuple[str, int] | None:
+    """(pattern, version) of the first pin whose glob matches the device, in file order; None when unpinned."""
+    return next(((pattern, v) for pattern, v in pins.items() if fnmatch.fnmatchcase(device_id, pattern)), None)
+
+
+def scoring_models(models: pl.DataFrame, devices: Sequence[str], pins: Mapping[str, int]
+                   ) -> tuple[dict[str, dict], list[str]]:
+    """The registry row each device is scored with (its pinned version, else its newest) and the devices that
+    have no model yet. A pin to a version the device does not have is a PinError naming device and version."""
+    wanted = set(devices)
+    rows = models.filter(pl.col("device_id").is_in(wanted)) if models.height else models
+    latest = latest_models(rows) if rows.height else {}
+    chosen, problems = {}, []
+    for device in sorted(wanted & set(latest)):
+        pin = pinned_version(device, pins)
+        if pin is None:
+            chosen[device] = latest[device]
+            continue
+        versions = rows.filter(pl.col("device_id") == device)
+        match = versions.filter(pl.col("version") == pin[1])
+        if match.is_empty():
+            problems.append(f"device {device} is pinned to model version {pin[1]} (model.pins {pin[0]!r}) but its "
+                            f"registry holds version(s) {sorted(versions['version'])}")
+        else:
+            chosen[device] = match.row(0, named=True)
+    if problems:
+        raise PinError("; ".join(problems) + ": change model.pins or train that version first")
+    return chosen, sorted(wanted - set(latest))
 
 
 def load_detector(record: Mapping) -> Detector:

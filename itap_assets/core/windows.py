@@ -146,8 +146,8 @@ class Windows:
 def feature_windows(settings: Settings) -> tuple[str, ...] | AutoWindows:
     """The ``windows`` argument of the feature functions for a configuration: its fixed windows, or for
     ``features.windows: auto`` the auto windows capped at a tenth of ``model.training``'s baseline
-    (``first_samples: N`` -> N/10 samples, ``first_days: D`` -> D days / 10, ``start``/``end`` -> a tenth of
-    that span)."""
+    (``first_samples: N`` -> N/10 samples, ``first_days``/``last_days: D`` -> D days / 10, ``start``/``end`` ->
+    a tenth of that span)."""
     windows = settings.features.windows
     if isinstance(windows, str):
         if windows != AUTO:
@@ -155,8 +155,9 @@ def feature_windows(settings: Settings) -> tuple[str, ...] | AutoWindows:
         tr = settings.model.training
         if tr.first_samples is not None:
             return AutoWindows(max_long_samples=tr.first_samples // BASELINE_SHARE)
-        if tr.first_days is not None:
-            return AutoWindows(max_long_us=tr.first_days * 86_400_000_000 // BASELINE_SHARE)
+        days = tr.first_days if tr.first_days is not None else tr.last_days
+        if days is not None:
+            return AutoWindows(max_long_us=days * 86_400_000_000 // BASELINE_SHARE)
         if tr.start is not None and tr.end is not None:
             return AutoWindows(max_long_us=(tr.end - tr.start) // timedelta(microseconds=1) // BASELINE_SHARE)
         return AutoWindows()
