@@ -32,7 +32,8 @@ daily_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         "raw_telemetry", "validated", "quarantine", "features", "scores", "explanations", "device_summaries", "alerts"
     ),
-    description="Everything partitioned by day × device, ingest to alerts, in one run (devices need a model).",
+    description="Everything partitioned by day × device, ingest to alerts, in one run (devices without a "
+                "model are ingested and listed, not scored).",
     metadata={PARTITIONING: "day_device"},
 )
 notification_job = dg.define_asset_job(

@@ -44,12 +44,16 @@ def daily_fleet_schedule(context: dg.ScheduleEvaluationContext):
 @dg.schedule(job=training_job, cron_schedule="0 3 * * 1", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED)
 def weekly_retraining_schedule(context: dg.ScheduleEvaluationContext):
-    """Mondays 03:00 UTC: a new model version for every registered device from its configured baseline window."""
+    """Mondays 03:00 UTC: refit every registered device on its configured window, as of yesterday. A window
+    whose data changed (model.training.last_days slides) becomes a new version, an unchanged one keeps its
+    version, a device whose baseline still accumulates is skipped."""
     ranges = device_ranges(context)
     if not ranges:
         return dg.SkipReason("no devices registered yet")
-    week = context.scheduled_execution_time.date().isoformat()
-    return [dg.RunRequest(run_key=f"retrain-{week}" + (f"-{i}" if i else ""), tags=range_tags(first, last))
+    today = context.scheduled_execution_time.date()
+    as_of = {"ops": {"model": {"config": {"as_of": (today - timedelta(days=1)).isoformat()}}}}
+    return [dg.RunRequest(run_key=f"retrain-{today}" + (f"-{i}" if i else ""), tags=range_tags(first, last),
+                          run_config=as_of)
             for i, (first, last) in enumerate(ranges)]
 
 

@@ -11,12 +11,15 @@ import json
 from datetime import date
 
 import dagster as dg
+import polars as pl
 
+from itap_assets.assets.model import baseline_status_of
 from itap_assets.assets.notifications import BACKFILL_TAG
+from itap_assets.core.training import READY
 from itap_assets.core.ingest import IncompleteFile, discover_files, read_file
 from itap_assets.core.partition_ranges import rectangles
 from itap_assets.core.simulator import device_ids, simulated_days
-from itap_assets.jobs import daily_job, notification_job, telemetry_job
+from itap_assets.jobs import daily_job, notification_job, scoring_job, telemetry_job, training_job
 from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags
 from itap_assets.resources import ItapConfig, Warehouse
 from itap_assets.run_recovery import recover_and_report
@@ -92,6 +95,46 @@ def device_discovery(context: dg.SensorEvaluationContext, itap_config: ItapConfi
     )
 
 
+_BUSY = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+         dg.DagsterRunStatus.STARTED]
+
+
+@dg.sensor(jobs=[training_job, scoring_job], minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.STOPPED)
+def model_training(context: dg.SensorEvaluationContext, itap_config: ItapConfig, warehouse: Warehouse):
+    """Devices without a model: a training_job run once a device's baseline is complete, then a scoring_job run for
+    the featured days that have no scores (scoring skipped them while the device had no model). Nothing while a run
+    is queued or in progress: it may be writing the features or the model this reads."""
+    recover_and_report(context.instance, context.log.warning)  # a dead run would look busy forever
+    if context.instance.get_run_ids(dg.RunsFilter(statuses=_BUSY), limit=1):
+        return dg.SkipReason("a run is queued or in progress")
+    if not warehouse.has_table("features"):
+        return dg.SkipReason("no features yet")
+    registered = list(context.instance.get_dynamic_partitions(DEVICE))
+    bad = set(invalid_devices(registered, context.log.warning))
+    devices = [d for d in registered if d not in bad]
+    scored = "WHERE NOT EXISTS (SELECT 1 FROM scores s WHERE s.day = f.day AND s.device_id = f.device_id)" \
+        if warehouse.has_table("scores") else ""
+    with warehouse.session() as session:
+        has_model = set(session.query("SELECT DISTINCT device_id FROM model")["device_id"]) \
+            if warehouse.has_table("model") else set()
+        status = baseline_status_of(session, itap_config.settings, [d for d in devices if d not in has_model])
+        trained = pl.DataFrame({"device_id": [d for d in devices if d in has_model]}, schema={"device_id": pl.String})
+        unscored = session.query(f"SELECT DISTINCT f.day, f.device_id FROM features f JOIN _trained USING (device_id) "
+                                 f"{scored}", frames={"_trained": trained})
+    ready = status.filter(pl.col("status") == READY)
+    rows = ready["baseline_rows"].sum()
+    requests = [dg.RunRequest(job_name=training_job.name, run_key=f"first-model:{a}:{b}:{rows}", tags=range_tags(a, b))
+                for _, _, a, b in rectangles(((date.min, d) for d in ready["device_id"]), registered)]
+    requests += [dg.RunRequest(job_name=scoring_job.name, run_key=f"unscored:{first}:{last}",
+                               tags=range_tags(first, last))
+                 for first, last in ((day_device_key(d1, a), day_device_key(d2, b))
+                                     for d1, d2, a, b in rectangles(unscored.iter_rows(), registered))]
+    for device, state, n, needed, progress in status.filter(pl.col("status") != READY).drop("start", "end").rows():
+        context.log.info(f"device {device}: baseline {state} ({progress}, {n} of {needed} rows)")
+    return requests or dg.SkipReason("every device with a baseline has a model and its featured days are scored")
+
+
 @dg.sensor(job=notification_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
 def alert_delivery(context: dg.SensorEvaluationContext):
     """After new materializations of `alerts`: one notification_job run. When the latest of them came from a
@@ -112,4 +155,4 @@ def alert_delivery(context: dg.SensorEvaluationContext):
     )
 
 
-SENSORS = [device_discovery, alert_delivery]
+SENSORS = [device_discovery, model_training, alert_delivery]

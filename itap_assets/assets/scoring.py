@@ -1,35 +1,42 @@
-"""scores and explanations: each device's rows scored by that device's newest model, flagged points explained
-by the same model, in one pass over the features."""
+"""scores and explanations: each device's rows scored by that device's newest (or pinned) model, flagged points
+explained by the same model, in one pass over the features; devices without a model are skipped and listed."""
 
 import dagster as dg
 import polars as pl
 
 from itap_assets.assets.common import device_features, keys_by_device, run_keys
 from itap_assets.assets.metadata import markdown_table
+from itap_assets.assets.model import baseline_status_of
 from itap_assets.core.explain import explained_families, feature_family_map
 from itap_assets.core.features import model_feature_specs
 from itap_assets.core.parallel import blas_single_thread, default_threads, ordered_map
 from itap_assets.core.scoring import (
     SCORES_SCHEMA,
+    PinError,
     explanations_schema,
-    latest_models,
     load_detector,
     score_and_explain_device,
     score_device,
+    scoring_models,
 )
 from itap_assets.partitions import day_device_partitions, device_of_day
-from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
+from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse, WarehouseSession
+from itap_assets.settings import Settings
 
 MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
 
 
-def _models_for(frame: pl.DataFrame, model: pl.DataFrame) -> dict[str, dict]:
-    """The newest model of every device in `frame`; a device without one is a clear error."""
-    latest = latest_models(model)
-    missing = sorted(set(frame["device_id"].unique()) - set(latest))
-    if missing:
-        raise ValueError(f"no model for device(s) {missing}: materialize asset 'model' for them first")
-    return latest
+def _models_for(context: dg.AssetExecutionContext, keys: pl.DataFrame, model: pl.DataFrame,
+                session: WarehouseSession, settings: Settings) -> tuple[dict[str, dict], pl.DataFrame]:
+    """The model each device of the run is scored with (model.pins, else its newest version) and the status of the
+    devices without a model: they are skipped, never a failed run for the rest of the fleet; the training sensor
+    trains each once its baseline is complete."""
+    chosen, untrained = scoring_models(model, keys["device_id"].unique().to_list(), settings.model.pins)
+    waiting = baseline_status_of(session, settings, untrained).drop("start", "end")
+    for device, status, rows, needed, progress in waiting.rows():
+        context.log.warning(f"device {device} has no model yet and is not scored: baseline {status} ({progress}, "
+                            f"{rows} of {needed} rows)")
+    return chosen, waiting
 
 
 @dg.multi_asset(
@@ -63,7 +70,12 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
     settings = itap_config.settings
     families = feature_family_map(model_feature_specs(settings))
     keys = run_keys(context)
-    latest = _models_for(keys, model)
+    with warehouse.session() as session:
+        try:
+            latest, untrained = _models_for(context, keys, model, session, settings)
+        except PinError as exc:
+            raise dg.Failure(description=str(exc)) from None
+    keys = keys.filter(pl.col("device_id").is_in(list(latest)))
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     explain = "explanations" in selected
 
@@ -98,14 +110,14 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
                 explained.append(explanation)
     if "scores" in selected:
         out = pl.concat(scored) if scored else pl.DataFrame(schema=SCORES_SCHEMA)
-        yield dg.Output(out, output_name="scores", metadata=_scores_metadata(out))
+        yield dg.Output(out, output_name="scores", metadata=_scores_metadata(out, untrained))
     if explain:
         out = pl.concat(explained) if explained else \
             pl.DataFrame(schema=explanations_schema(explained_families(list(families), families)))
         yield dg.Output(out, output_name="explanations", metadata=_explanations_metadata(out))
 
 
-def _scores_metadata(out: pl.DataFrame) -> dict:
+def _scores_metadata(out: pl.DataFrame, untrained: pl.DataFrame) -> dict:
     per_device = out.group_by("device_id").agg(
         pl.len().alias("points"), pl.col("is_anomaly").sum().alias("flagged"),
         pl.col("score").max().round(2).alias("max_score"), pl.col("model_version").first(),
@@ -115,6 +127,8 @@ def _scores_metadata(out: pl.DataFrame) -> dict:
         "flagged": int(out["is_anomaly"].sum()) if out.height else 0,
         "flagged_share": float(out["is_anomaly"].mean()) if out.height else 0.0,
         "per_device": dg.MetadataValue.md(markdown_table(per_device, limit=100)),
+        "devices_without_model": untrained.height,
+        "not_scored": dg.MetadataValue.md(markdown_table(untrained, limit=100)),
     }
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from itap_assets.assets.model import training_window_reader
+from itap_assets.assets.model import baseline_status_of, training_window_reader
 from itap_assets.core.scoring import BaselineError, score_device
 from itap_assets.definitions import all_assets
 from itap_assets.settings import TrainingWindow
@@ -61,8 +61,9 @@ def test_training_rows_are_each_devices_window_and_nothing_else(built, window):
         update={"training": TrainingWindow(**window)})})
     names = ["temp_c__mean_short", "rpm__mean_short"]  # features.windows: auto (the default)
     with built.resources()["warehouse"].session() as session:
-        read = training_window_reader(session, settings, DEVICES[:2], names)
-        got = pl.concat([read(device) for device in DEVICES[:2]])
+        windows = baseline_status_of(session, settings, DEVICES[:2]).select("device_id", "start", "end")
+        read = training_window_reader(session, settings, names)
+        got = pl.concat([read(*window) for window in windows.iter_rows()])
     # first_samples: N = the device's first N samples as they arrived (beyond day 1: faults are labelled there)
     first_n = pl.col("sample") <= 2000
     eligible = (built.table("features").sort("device_id", "ts")
