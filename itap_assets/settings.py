@@ -84,6 +84,9 @@ class ValidationSettings(Strict):
     max_quarantine_share: float = Field(0.05, ge=0, le=1)
     max_missing_rate: float = Field(0.2, ge=0, le=1, description="WARN check: missing rate per sensor above this.")
     states: tuple[str, ...] = ("RUN", "IDLE", "MAINT")
+    duplicates: Literal["quarantine_both", "keep_first", "keep_last"] = Field(
+        "quarantine_both", description="Conflicting versions of one (device_id, ts): quarantine them all, or keep "
+                                       "the one read first or last (core/validation.py DUPLICATE_POLICIES).")
 
 
 class FeatureSettings(Strict):

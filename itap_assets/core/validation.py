@@ -2,9 +2,11 @@
 
 Nothing is dropped: rows in = validated + quarantined. Exact duplicate rows keep one copy in `validated` and the
 extra copies go to quarantine as `duplicate_exact` (harmless, so they do not count against the quarantine limit).
-Conflicting versions of one timestamp are all quarantined (`duplicate_conflict`) but count as one rejected row
-against the limit: one sample is lost, however many versions of it arrived (a clock set back at a DST switch
-re-sends a whole hour onto one timestamp).
+Conflicting versions of one timestamp follow `validation.duplicates` (DUPLICATE_POLICIES): by default all are
+quarantined (`duplicate_conflict`) and count as one rejected row against the limit: one sample is lost, however
+many versions of it arrived (a clock set back at a DST switch re-sends a whole hour onto one timestamp).
+`keep_first` / `keep_last` keep the version read first / last (files in name order, lines in file order) and
+quarantine the others as `duplicate_not_kept`, harmless: no sample is lost.
 Missing sensor values (NULL) are not a rejection: dropout is a fault the detector must see.
 """
 
@@ -35,8 +37,16 @@ REASONS = {
     "out_of_range": "a sensor value is outside its configured physical range",
     "duplicate_conflict": "several rows for one (device_id, ts) with different values",
     "duplicate_exact": "an exact copy of another row (one copy is kept)",
+    "duplicate_not_kept": "another version of this (device_id, ts) was kept (validation.duplicates: keep_first or "
+                          "keep_last)",
 }
-HARMLESS_REASONS = ("duplicate_exact",)
+HARMLESS_REASONS = ("duplicate_exact", "duplicate_not_kept")
+# validation.duplicates: what becomes of conflicting versions of one (device_id, ts).
+DUPLICATE_POLICIES = {
+    "quarantine_both": "every version is quarantined (duplicate_conflict); the sample counts once as rejected",
+    "keep_first": "the version read first is kept, the others are quarantined (duplicate_not_kept, harmless)",
+    "keep_last": "the version read last is kept, the others are quarantined (duplicate_not_kept, harmless)",
+}
 
 
 def counts_as_rejected() -> pl.Expr:
@@ -157,25 +167,47 @@ def _reason_expr(sensors: Mapping[str, SensorSpec], states: Sequence[str], text_
     return reason.alias("reason"), detail.alias("detail")
 
 
-def _judge_duplicates(rows: pl.DataFrame, value_cols: list[str]) -> pl.DataFrame:
-    """Rows sharing (device_id, ts): exact copies keep their first; conflicting versions are all quarantined
-    (there is no way to know which one is right)."""
-    copy = pl.int_range(pl.len()).over("device_id", "ts", *value_cols)
-    variants = pl.struct(value_cols).n_unique().over("device_id", "ts")
-    reason = (
-        pl.when(variants > 1).then(pl.lit("duplicate_conflict")).when(copy > 0).then(pl.lit("duplicate_exact"))
+def _judge_duplicates(rows: pl.DataFrame, value_cols: list[str], policy: str) -> pl.DataFrame:
+    """Rows sharing (device_id, ts): exact copies keep their first; conflicting versions follow `policy`
+    (DUPLICATE_POLICIES)."""
+    group = ("device_id", "ts")
+    values = pl.struct(value_cols)
+    # Window results become columns before they are combined or formatted: polars 1.44 panics ("assertion failed:
+    # i < self.len()") formatting a window expression together with other columns over a frame of several chunks.
+    judged = rows.with_columns(
+        pl.int_range(pl.len()).over(*group, *value_cols).alias("__copy"),
+        values.n_unique().over(*group).alias("__variants"),
+        pl.len().over(*group).alias("__rows"),
     )
-    # The group size becomes a column before it is formatted: polars 1.44 panics ("assertion failed: i < self.len()")
-    # formatting a window expression together with other columns over a frame of several chunks.
-    judged = rows.with_columns(reason.alias("reason"), pl.len().over("device_id", "ts").alias("__rows"))
+    conflict = pl.col("__variants") > 1
+    if policy == "quarantine_both":
+        reason = pl.when(conflict).then(pl.lit("duplicate_conflict")).when(pl.col("__copy") > 0).then(
+            pl.lit("duplicate_exact"))
+        kept = ""
+    else:
+        chosen = values.first() if policy == "keep_first" else values.last()
+        judged = judged.with_columns(
+            pl.int_range(pl.len()).over(*group).alias("__position"),
+            values.eq_missing(chosen.over(*group)).alias("__chosen_version"),
+        )
+        is_kept = pl.col("__position") == (0 if policy == "keep_first" else pl.col("__rows") - 1)
+        reason = (pl.when(is_kept).then(pl.lit(None, dtype=pl.String))
+                  .when(conflict & ~pl.col("__chosen_version")).then(pl.lit("duplicate_not_kept"))
+                  .otherwise(pl.lit("duplicate_exact")))
+        kept = f"; kept the {policy.removeprefix('keep_')} version (validation.duplicates: {policy})"
+    judged = judged.with_columns(reason.alias("reason"))
     detail = pl.format("{} rows share device_id={} ts={}", pl.col("__rows"), pl.col("device_id"), pl.col("ts"))
-    return judged.with_columns(pl.when(pl.col("reason").is_not_null()).then(detail).alias("detail")).drop("__rows")
+    detail = pl.when(pl.col("reason") == "duplicate_not_kept").then(pl.concat_str(detail, pl.lit(kept))).otherwise(
+        detail)
+    judged = judged.with_columns(pl.when(pl.col("reason").is_not_null()).then(detail).alias("detail"))
+    return judged.select(rows.columns)
 
 
 def split_telemetry(
-    raw: pl.DataFrame, sensors: Mapping[str, SensorSpec], states: Sequence[str]
+    raw: pl.DataFrame, sensors: Mapping[str, SensorSpec], states: Sequence[str], duplicates: str = "quarantine_both"
 ) -> ValidationResult:
-    """Judge every row of `raw`; return good rows (sorted by device, ts) and the quarantine."""
+    """Judge every row of `raw`; return good rows (sorted by device, ts) and the quarantine. `duplicates` is the
+    policy for conflicting versions of one timestamp (DUPLICATE_POLICIES), read in the order of `raw`'s rows."""
     names = list(sensors)
     raw = _with_labels(raw)
     problems = structure_errors(raw, sensors)
@@ -200,7 +232,8 @@ def split_telemetry(
         pl.lit(None, dtype=pl.String).alias(c) for c in ("reason", "detail", "raw_row")
     )
     shared_ts = good.select(pl.len().over("device_id", "ts") > 1).to_series()  # one hash pass, used twice
-    dups = _judge_duplicates(good.filter(shared_ts), [c for c in canonical_schema(names) if c not in ("device_id", "ts")])
+    value_cols = [c for c in canonical_schema(names) if c not in ("device_id", "ts")]
+    dups = _judge_duplicates(good.filter(shared_ts), value_cols, duplicates)
     validated = pl.concat([good.filter(~shared_ts), dups.filter(pl.col("reason").is_null())])
     validated = sorted_by(validated.drop("reason", "detail", "raw_row"), ["device_id", "ts"])
     quarantine = pl.concat([rejected, dups.filter(pl.col("reason").is_not_null())])
