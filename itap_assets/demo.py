@@ -22,6 +22,7 @@ from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, rang
 from itap_assets.resources import DB_SCHEMA
 from itap_assets.run_interrupts import stop_waiting_runs_on_signal
 from itap_assets.run_recovery import launch_tags, recover_and_report
+from itap_assets.run_report import failure_message, run_notes
 from itap_assets.settings import PROJECT_ROOT, Settings, db_path, load_settings
 
 
@@ -74,6 +75,8 @@ def execute(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str]) -
     with stop_waiting_runs_on_signal(instance), dg.execute_job(
         job, instance=instance, tags={**tags, **launch_tags()}, run_config=quiet
     ) as result:
+        for note in run_notes(result):  # partitions a check excluded while the rest of the run went on
+            print(f"note: {note}", flush=True)
         return result
 
 
@@ -90,7 +93,7 @@ def run_pipeline(instance: dg.DagsterInstance, pairs: list[tuple[date, str]]) ->
         result = execute(instance, job.name, tags)
         timings.append((job.name, time.perf_counter() - started))
         if not result.success:
-            raise SystemExit(f"run of {job.name} failed: see `make ui`")
+            raise SystemExit(failure_message(job.name, result))
     return timings
 
 

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from itap_assets.core.validation import HARMLESS_REASONS
+
 Columns = Mapping[str, list[str]]  # table -> its columns
 
 NON_SENSOR = {"ts", "day", "device_id", "state", "fault_tag", "fault_id"}
 
 
 def data_quality(cols: Columns) -> str:
+    """Per partition: rows in, validated, quarantined (harmless duplicate copies apart), missing rate per sensor,
+    and whether validation let the partition go on to features (`status`; `excluded_reason` says why not)."""
     sensors = [c for c in cols["validated"] if c not in NON_SENSOR]
     missing = ",\n  ".join(f'avg(("{s}" IS NULL)::INT) AS "missing_{s}"' for s in sensors) or "NULL AS missing"
+    harmless = ", ".join(f"'{r}'" for r in HARMLESS_REASONS)
     return f"""
 WITH v AS (
   SELECT day, device_id, count(*) AS validated_rows,
@@ -22,19 +27,23 @@ WITH v AS (
   FROM validated GROUP BY ALL
 ), q AS (
   SELECT day, device_id,
-         count(*) FILTER (WHERE reason <> 'duplicate_exact') AS quarantined_rows,
-         count(*) FILTER (WHERE reason = 'duplicate_exact') AS duplicate_rows,
+         count(*) FILTER (WHERE reason NOT IN ({harmless})) AS quarantined_rows,
+         count(*) FILTER (WHERE reason IN ({harmless})) AS duplicate_rows,
          string_agg(DISTINCT reason, ', ' ORDER BY reason) AS reasons
   FROM quarantine GROUP BY ALL
+), s AS (
+  SELECT day, device_id, status, reason AS excluded_reason FROM partition_status
 )
 SELECT day, device_id,
+       coalesce(s.status, 'included') AS status,
+       s.excluded_reason,
        coalesce(v.validated_rows, 0) + coalesce(q.quarantined_rows, 0) + coalesce(q.duplicate_rows, 0) AS rows_in,
        coalesce(v.validated_rows, 0) AS validated_rows,
        coalesce(q.quarantined_rows, 0) AS quarantined_rows,
        coalesce(q.duplicate_rows, 0) AS duplicate_rows,
        q.reasons,
        v.* EXCLUDE (day, device_id, validated_rows)
-FROM v FULL OUTER JOIN q USING (day, device_id)
+FROM v FULL OUTER JOIN q USING (day, device_id) FULL OUTER JOIN s USING (day, device_id)
 ORDER BY day, device_id"""
 
 
@@ -82,7 +91,7 @@ ORDER BY rank"""
 
 # view name -> (tables it reads, SQL builder)
 VIEWS: dict[str, tuple[tuple[str, ...], Callable[[Columns], str]]] = {
-    "v_data_quality": (("validated", "quarantine"), data_quality),
+    "v_data_quality": (("validated", "quarantine", "partition_status"), data_quality),
     "v_alerts": (("alerts", "alert_acks"), alerts_view),
     "v_device_health": (("device_summaries", "alerts"), device_health),
 }

@@ -7,8 +7,11 @@ import numpy as np
 import polars as pl
 
 from itap_assets.assets.metadata import markdown_table
+from itap_assets.assets.validation import PARTITION_STATUS
 from itap_assets.core.drift import PSI_DRIFT, drifted_features
 from itap_assets.core.features import OUTPUT_KEY_COLUMNS, device_day_feature_chunks, feature_registry
+from itap_assets.core.frames import in_keys
+from itap_assets.core.partition_status import EXCLUDED
 from itap_assets.core.scoring import feature_matrix, latest_models
 from itap_assets.core.windows import feature_windows, window_plan
 from itap_assets.assets.common import (
@@ -68,12 +71,29 @@ def windows_table(plan: pl.DataFrame, nulls: dict[str, list[str]], fixed: bool) 
     return markdown_table(pl.DataFrame(rows), limit=100)
 
 
+def excluded_partitions(warehouse: Warehouse, validated: pl.DataFrame) -> pl.DataFrame:
+    """(day, device_id, reason) of the partitions among `validated`'s (the run's and their day D-1) that validation
+    excluded (itap.partition_status): they get no features, so nothing downstream either."""
+    schema = {"day": pl.Date, "device_id": pl.String, "reason": pl.String}
+    if validated.height == 0 or not warehouse.has_table(PARTITION_STATUS):
+        return pl.DataFrame(schema=schema)
+    found = warehouse.query(
+        f"SELECT day, device_id, reason FROM {PARTITION_STATUS} WHERE status = ? AND day BETWEEN ? AND ? "
+        "AND device_id IN (SELECT device_id FROM run_devices) ORDER BY day, device_id",
+        [EXCLUDED, validated["day"].min(), validated["day"].max()],
+        frames={"run_devices": validated.select(pl.col("device_id").unique())},
+    )
+    return found.cast(schema)
+
+
 @day_device_asset(ins=previous_day_inputs("validated"), group_name="model", kinds={"polars", "duckdb"})
-def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_config: ItapConfig) -> FrameChunks:
+def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_config: ItapConfig,
+             warehouse: Warehouse) -> FrameChunks:
     """Backward-looking time-window features (float32), continuous across midnight; `warmup` marks rows whose
     history is shorter than the longest window (a device's first minutes). Written device chunk by device chunk
     as they are computed: a day of a large fleet's features is gigabytes. `features.windows: auto` derives each
-    device's windows from its own sample interval; the metadata table `windows` shows them per device."""
+    device's windows from its own sample interval; the metadata table `windows` shows them per device. Partitions
+    that validation excluded are skipped, as history for day D+1 too."""
     settings = itap_config.settings
     families = settings.sensor_families
     windows = feature_windows(settings)
@@ -89,6 +109,12 @@ def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_co
         metadata["not_produced"] = ("<sensor>__std_short and <sensor>__delta_short: the short window is one sample "
                                     "(its std is undefined, its delta 0)")
     keys = run_keys(context)
+    skipped = excluded_partitions(warehouse, validated)
+    if skipped.height:
+        validated = validated.filter(~in_keys(skipped.select("day", "device_id")))
+    own_skipped = skipped.join(keys, on=["day", "device_id"], how="semi")
+    metadata["partitions_excluded"] = own_skipped.height
+    metadata["excluded_partitions"] = dg.MetadataValue.md(markdown_table(own_skipped, limit=50))
 
     def own_chunks():
         nulls: dict[str, list[str]] = {}

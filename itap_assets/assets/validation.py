@@ -3,12 +3,17 @@
 import dagster as dg
 import polars as pl
 
+from itap_assets import storage
+from itap_assets.assets.common import run_keys
 from itap_assets.assets.metadata import markdown_table
-from itap_assets.core.validation import REASONS, contract_failures, counts_as_rejected, split_telemetry
-from itap_assets.partitions import day_device_partitions, valid_keys
-from itap_assets.resources import DUCKDB_POOL, ItapConfig
+from itap_assets.core.partition_status import PARTITION, excluded, partition_counts, partition_status, summary
+from itap_assets.core.validation import (DUPLICATE_POLICIES, HARMLESS_REASONS, REASONS, contract_failures,
+                                         split_telemetry)
+from itap_assets.partitions import day_device_partitions
+from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
+from itap_assets.run_report import EXCLUDED_KEY
 
-PARTITION = ["day", "device_id"]
+PARTITION_STATUS = "partition_status"
 
 
 def _check(name: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
@@ -21,10 +26,11 @@ def _check(name: str, description: str, blocking: bool = False) -> dg.AssetCheck
 CHECKS = [
     _check(
         "structure_and_quarantine_share",
-        "Blocking: required columns with the right types, at least one row, and a quarantined share at or below "
-        "validation.max_quarantine_share in every partition (exact copies do not count, the conflicting versions "
-        "of one timestamp count once). When it fails, validated/quarantine are still written "
-        "(inspect them) but downstream steps of this run do not run.",
+        "Blocking for the structure: required columns with the right types (a failure stops downstream steps). "
+        "Per partition: at least one row and a rejected share at or below validation.max_quarantine_share (exact "
+        "copies do not count, the conflicting versions of one timestamp count once); a partition that fails is "
+        "excluded (itap.partition_status, v_data_quality) and the check fails as a WARN naming it, so the other "
+        "partitions of the run go on. validated/quarantine are written either way (inspect them).",
         blocking=True,
     ),
     _check("rows_accounted_for", "Rows in raw_telemetry = rows in validated + rows in quarantine, per partition.",
@@ -33,24 +39,6 @@ CHECKS = [
     _check("missing_rate", "WARN when a sensor's missing rate exceeds validation.max_missing_rate."),
     _check("range_violations", "WARN when rows were quarantined for NaN/inf or out-of-range values."),
 ]
-
-
-def _per_partition(raw: pl.DataFrame, validated: pl.DataFrame, quarantine: pl.DataFrame) -> pl.DataFrame:
-    def counts(frame: pl.DataFrame, name: str, extra: list[pl.Expr] = ()) -> pl.DataFrame:
-        return frame.group_by(PARTITION).agg(pl.len().alias(name), *extra)
-
-    rejected = counts_as_rejected().sum().alias("rejected_rows")
-    table = (
-        counts(raw, "raw_rows")
-        .join(counts(validated, "validated_rows"), on=PARTITION, how="full", coalesce=True)
-        .join(counts(quarantine, "quarantined_rows", [rejected]), on=PARTITION, how="full", coalesce=True)
-        .fill_null(0)
-        .with_columns(
-            (pl.col("rejected_rows") / pl.col("raw_rows")).fill_nan(0.0).alias("rejected_share"),
-            (pl.col("raw_rows") - pl.col("validated_rows") - pl.col("quarantined_rows")).alias("unaccounted"),
-        )
-    )
-    return table.sort(PARTITION)
 
 
 @dg.multi_asset(
@@ -71,18 +59,18 @@ def _per_partition(raw: pl.DataFrame, validated: pl.DataFrame, quarantine: pl.Da
     check_specs=CHECKS,
     can_subset=False,
 )
-def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, itap_config: ItapConfig):
-    """Judge every raw row; nothing is dropped."""
+def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, itap_config: ItapConfig,
+               warehouse: Warehouse):
+    """Judge every raw row; nothing is dropped. The status of each partition (included, or excluded and why) is
+    stored in itap.partition_status, which `features` reads."""
     settings = itap_config.settings
     sensors, rules = settings.sensors, settings.validation
-    result = split_telemetry(raw_telemetry, sensors, rules.states)
+    result = split_telemetry(raw_telemetry, sensors, rules.states, rules.duplicates)
     validated, quarantine = result.validated, result.quarantine
-    per_partition = _per_partition(raw_telemetry, validated, quarantine)
-    # Partitions of this run that have no raw rows at all are empty partitions (a key whose device is not a valid
-    # id is left out of every step, not reported empty).
-    requested = {tuple(k.split("|")) for k in valid_keys(day_device_partitions, context.partition_keys)}
-    present = {(str(d), dev) for d, dev in per_partition.select(PARTITION).iter_rows()}
-    empty = sorted("|".join(k) for k in requested - present)
+    per_partition = partition_counts(raw_telemetry, validated, quarantine)
+    # A key whose device is not a valid id is left out of every step (run_keys), not reported empty.
+    status = partition_status(per_partition, run_keys(context), rules.max_quarantine_share, result.structure_errors)
+    out = excluded(status)
 
     missing = validated.select(pl.col(s).is_null().mean().alias(s) for s in sensors).row(0, named=True) if \
         validated.height else {s: 0.0 for s in sensors}
@@ -94,6 +82,7 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
             "rows": validated.height,
             "missing_rate": dg.MetadataValue.json({k: round(v or 0.0, 5) for k, v in missing.items()}),
             "partitions": per_partition.height,
+            "partitions_excluded": out.height,
         },
     )
     yield dg.Output(
@@ -106,27 +95,27 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
         },
     )
 
-    over_limit = per_partition.filter(pl.col("rejected_share") > rules.max_quarantine_share)
-    problems = [*result.structure_errors]
-    if empty:
-        problems.append(f"{len(empty)} partition(s) have no rows: {', '.join(empty[:5])}")
-    if over_limit.height:
-        problems.append(
-            f"{over_limit.height} partition(s) quarantined more than {rules.max_quarantine_share:.1%} of rows"
-        )
+    # After both outputs are stored: the status describes the rows `validated` now holds.
+    storage.replace_partitions(warehouse.database, warehouse.db_schema, PARTITION_STATUS, status,
+                               status.select(PARTITION))
+    structure = result.structure_errors
     yield dg.AssetCheckResult(
         check_name="structure_and_quarantine_share",
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or "structure sound, quarantine within limit",
+        passed=not structure and out.height == 0,
+        # Only a structure error blocks downstream steps; excluded partitions are kept out of them by `features`.
+        severity=dg.AssetCheckSeverity.ERROR if structure else dg.AssetCheckSeverity.WARN,
+        description=summary(status) if out.height else "structure sound, every partition within the quarantine limit",
         metadata={
-            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "_none_"),
-            "partitions_over_limit": dg.MetadataValue.md(markdown_table(over_limit)),
+            "partitions_checked": status.height,
+            EXCLUDED_KEY: out.height,
+            "excluded_partitions": dg.MetadataValue.md(markdown_table(out.drop("status"), limit=50)),
+            "structure_errors": dg.MetadataValue.md("\n".join(f"- {p}" for p in structure) or "_none_"),
             "max_quarantine_share": rules.max_quarantine_share,
+            "duplicates_policy": f"{rules.duplicates}: {DUPLICATE_POLICIES[rules.duplicates]}",
             "quarantined_by_reason": dg.MetadataValue.json(reason_counts),
             "reason_codes": dg.MetadataValue.json({k: REASONS[k] for k in reason_counts}),
             "example_failures": dg.MetadataValue.md(
-                markdown_table(quarantine.filter(pl.col("reason") != "duplicate_exact")
+                markdown_table(quarantine.filter(~pl.col("reason").is_in(HARMLESS_REASONS))
                           .select("device_id", "ts", "reason", "detail"))
             ),
         },
@@ -137,6 +126,10 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
         check_name="rows_accounted_for",
         passed=unaccounted.height == 0,
         severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(
+            f"{r['day']}|{r['device_id']}: {r['raw_rows']} rows in, {r['validated_rows']} validated + "
+            f"{r['quarantined_rows']} quarantined" for r in unaccounted.head(5).iter_rows(named=True)
+        ) or "every row validated or quarantined",
         metadata={
             "raw_rows": raw_telemetry.height,
             "validated_rows": validated.height,
@@ -150,6 +143,7 @@ def validation(context: dg.AssetExecutionContext, raw_telemetry: pl.DataFrame, i
         check_name="telemetry_contract",
         passed=failures.height == 0,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{failures.height} failure case(s) on validated rows" if failures.height else "contract holds",
         metadata={"failure_cases": dg.MetadataValue.md(markdown_table(failures))},
     )
 
