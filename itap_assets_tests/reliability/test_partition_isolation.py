@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from itap_assets.definitions import all_assets
 from itap_assets.run_report import run_notes
 from itap_assets_tests.conftest import run_graph, write_config
 
@@ -111,3 +112,18 @@ def test_a_replayed_hour_excludes_its_day_only_and_every_other_day_is_scored_and
     replayed = p.sql(f"SELECT temp_c FROM validated WHERE ts BETWEEN '{REPLAYED[0]}' AND '{REPLAYED[-1]}' ORDER BY ts")
     assert replayed["temp_c"].to_list() == [round(61 + 0.1 * k, 2) for k in range(12)]
     assert per_day(p, "features")[AFFECTED] == per_day(p, "scores")[AFFECTED] == 168
+
+
+def test_a_requested_day_without_rows_is_excluded_as_empty_and_the_others_go_on(make_pipeline, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    first_day = [line for line in logger_lines() if line.startswith(str(DAYS[0]))]
+    (data / f"logger_{DEVICE}.csv").write_text("ts,temp\n" + "\n".join(first_day) + "\n", encoding="utf-8")
+    p = make_pipeline(config(data))
+    p.register(DEVICE)
+    result = p.materialize(all_assets, first=f"{DAYS[0]}|{DEVICE}", last=f"{DAYS[1]}|{DEVICE}",
+                           selection=["raw_telemetry", "validated", "quarantine", "features"])
+    assert result.success
+    assert p.sql("SELECT day, status, reason FROM partition_status ORDER BY day").rows() == [
+        (DAYS[0], "included", None), (DAYS[1], "excluded", "no rows")]
+    assert per_day(p, "features") == {DAYS[0]: 288}

@@ -53,3 +53,25 @@ def test_a_failed_step_is_named_with_its_error(make_pipeline, tmp_path):
     assert message == (f"run of telemetry_job failed (run {result.run_id[:8]}): step raw_telemetry failed: "
                        f"{data / 'logger_X1.csv'}: line 3, column 'ts': cannot parse timestamp '2026-04-10 25:61:00'"
                        " as ISO 8601 (set timestamp_format:); see `make ui`")
+
+
+def test_make_demo_runs_the_replayed_hour_series_to_the_end_and_notes_the_excluded_day(tmp_path):
+    from itap_assets_tests.reliability.test_partition_isolation import AFFECTED, DEVICE, config, logger_lines
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "configs" / "dagster.yaml", home / "dagster.yaml")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / f"logger_{DEVICE}.csv").write_text("ts,temp\n" + "\n".join(logger_lines()) + "\n", encoding="utf-8")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "ITAP_DB_PATH": str(tmp_path / "itap.duckdb"),
+           "ITAP_CONFIG": str(write_config(tmp_path / "itap.yaml", config(data)))}
+    done = subprocess.run([sys.executable, "-m", "itap_assets.demo"], cwd=PROJECT_ROOT, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    notes = [line for line in done.stdout.splitlines() if line.startswith("note: check validated:")]
+    assert notes == [f"note: check validated:structure_and_quarantine_share: 1 of 6 partition(s) excluded from "
+                     f"downstream steps: {AFFECTED}|{DEVICE} (12 of 180 rows rejected (6.7%) > "
+                     f"validation.max_quarantine_share 5.0%: duplicate_conflict 24)"]
+    assert "run evaluation_job" in done.stdout and "Alert feed (" in done.stdout
+    assert "Alert feed (0 " not in done.stdout
