@@ -10,7 +10,6 @@ from itap_assets.assets.metadata import markdown_table
 from itap_assets.assets.validation import PARTITION_STATUS
 from itap_assets.core.drift import PSI_DRIFT, drifted_features
 from itap_assets.core.features import OUTPUT_KEY_COLUMNS, device_day_feature_chunks, feature_registry
-from itap_assets.core.frames import in_keys
 from itap_assets.core.partition_status import EXCLUDED
 from itap_assets.core.scoring import feature_matrix, latest_models
 from itap_assets.core.windows import feature_windows, window_plan
@@ -71,19 +70,16 @@ def windows_table(plan: pl.DataFrame, nulls: dict[str, list[str]], fixed: bool) 
     return markdown_table(pl.DataFrame(rows), limit=100)
 
 
-def excluded_partitions(warehouse: Warehouse, validated: pl.DataFrame) -> pl.DataFrame:
-    """(day, device_id, reason) of the partitions among `validated`'s (the run's and their day D-1) that validation
-    excluded (itap.partition_status): they get no features, so nothing downstream either."""
+def excluded_partitions(warehouse: Warehouse, keys: pl.DataFrame) -> pl.DataFrame:
+    """(day, device_id, reason) of the run's partitions `keys` that validation excluded (itap.partition_status)."""
     schema = {"day": pl.Date, "device_id": pl.String, "reason": pl.String}
-    if validated.height == 0 or not warehouse.has_table(PARTITION_STATUS):
+    if keys.height == 0 or not warehouse.has_table(PARTITION_STATUS):
         return pl.DataFrame(schema=schema)
-    found = warehouse.query(
-        f"SELECT day, device_id, reason FROM {PARTITION_STATUS} WHERE status = ? AND day BETWEEN ? AND ? "
-        "AND device_id IN (SELECT device_id FROM run_devices) ORDER BY day, device_id",
-        [EXCLUDED, validated["day"].min(), validated["day"].max()],
-        frames={"run_devices": validated.select(pl.col("device_id").unique())},
-    )
-    return found.cast(schema)
+    return warehouse.query(
+        f"SELECT day, device_id, reason FROM {PARTITION_STATUS} WHERE status = ? "
+        "AND (day, device_id) IN (SELECT day, device_id FROM run_keys) ORDER BY day, device_id",
+        [EXCLUDED], frames={"run_keys": keys},
+    ).cast(schema)
 
 
 @day_device_asset(ins=previous_day_inputs("validated"), group_name="model", kinds={"polars", "duckdb"})
@@ -93,7 +89,8 @@ def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_co
     history is shorter than the longest window (a device's first minutes). Written device chunk by device chunk
     as they are computed: a day of a large fleet's features is gigabytes. `features.windows: auto` derives each
     device's windows from its own sample interval; the metadata table `windows` shows them per device. Partitions
-    that validation excluded are skipped, as history for day D+1 too."""
+    that validation excluded get no rows; their validated rows remain day D-1 history of the next day, as in a
+    run of that day alone."""
     settings = itap_config.settings
     families = settings.sensor_families
     windows = feature_windows(settings)
@@ -109,17 +106,15 @@ def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_co
         metadata["not_produced"] = ("<sensor>__std_short and <sensor>__delta_short: the short window is one sample "
                                     "(its std is undefined, its delta 0)")
     keys = run_keys(context)
-    skipped = excluded_partitions(warehouse, validated)
-    if skipped.height:
-        validated = validated.filter(~in_keys(skipped.select("day", "device_id")))
-    own_skipped = skipped.join(keys, on=["day", "device_id"], how="semi")
-    metadata["partitions_excluded"] = own_skipped.height
-    metadata["excluded_partitions"] = dg.MetadataValue.md(markdown_table(own_skipped, limit=50))
+    skipped = excluded_partitions(warehouse, keys)
+    featured = keys.join(skipped, on=["day", "device_id"], how="anti")
+    metadata["partitions_excluded"] = skipped.height
+    metadata["excluded_partitions"] = dg.MetadataValue.md(markdown_table(skipped, limit=50))
 
     def own_chunks():
         nulls: dict[str, list[str]] = {}
         for chunk in device_day_feature_chunks(validated, families, windows):
-            chunk = own_partitions(chunk, keys)
+            chunk = own_partitions(chunk, featured)
             metadata["warmup_rows"] += int(chunk["warmup"].sum())
             nulls.update(all_null_features(chunk))
             yield chunk

@@ -95,6 +95,7 @@ def test_a_replayed_hour_excludes_its_day_only_and_every_other_day_is_scored_and
 
     others = [d for d in DAYS if d != AFFECTED]
     validated = per_day(p, "validated")
+    assert validated[AFFECTED] == 156 and per_day(p, "quarantine")[AFFECTED] == 24  # kept for inspection
     assert per_day(p, "features") == {d: validated[d] for d in others}
     assert per_day(p, "scores") == {d: validated[d] for d in others}
     alerts = p.sql("SELECT day, start_ts, end_ts FROM alerts WHERE suppressed_by IS NULL")
@@ -103,6 +104,13 @@ def test_a_replayed_hour_excludes_its_day_only_and_every_other_day_is_scored_and
                          & (pl.col("start_ts").dt.hour() < 16)).height >= 1
     assert per_day(p, "device_summaries").keys() >= set(others)
     assert AFFECTED not in per_day(p, "explanations")
+
+    # The excluded day's validated rows stay the next day's history: a run of that day alone, as a daily run
+    # would, gives the features of the backfill.
+    after = f"SELECT * FROM features WHERE day = '{DAYS[4]}' ORDER BY ts"
+    backfilled = p.sql(after)
+    assert all(r.success for r in run_graph(p, [(DAYS[4], DEVICE)], until="telemetry_job"))
+    assert p.sql(after).equals(backfilled)
 
     # A policy that keeps one version of each timestamp loses no sample: a rerun of that day includes it again,
     # with the replayed values (keep_last), and it is scored.
