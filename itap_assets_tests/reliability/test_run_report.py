@@ -9,6 +9,8 @@ import subprocess
 import sys
 from datetime import date
 
+import duckdb
+
 from itap_assets.definitions import all_assets
 from itap_assets.run_report import failure_message
 from itap_assets.settings import DEFAULT_SENSORS, PROJECT_ROOT
@@ -34,6 +36,10 @@ def test_make_demo_names_the_failing_check_its_partition_and_numbers(tmp_path):
         "): check validated:structure_and_quarantine_share failed: 1 of 1 partition(s) excluded from downstream "
         "steps: 2026-01-01|DEV-0001 (structure: missing column 'pressure_bar' (all 144 rows quarantined)); "
         "see `make ui`")
+    with duckdb.connect(str(tmp_path / "itap.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT day, status FROM partition_status").fetchall() == [(date(2026, 1, 1), "excluded")]
+        tables = con.sql("SELECT table_name FROM information_schema.tables").fetchall()
+    assert ("features",) not in tables  # the blocking check stopped every downstream step
 
 
 def test_a_failed_step_is_named_with_its_error(make_pipeline, tmp_path):
