@@ -19,7 +19,7 @@ from itap_assets.core.scoring import (
     pinned_version,
     same_model,
 )
-from itap_assets.core.training import ACCUMULATING, HISTORY_SCHEMA, baseline_status, training_bounds
+from itap_assets.core.training import ACCUMULATING, HISTORY_SCHEMA, TOO_SHORT, baseline_status, training_bounds
 from itap_assets.partitions import device_partitions, valid_keys
 from itap_assets.resources import ItapConfig, Warehouse, WarehouseSession
 from itap_assets.settings import Settings, TrainingWindow
@@ -84,8 +84,9 @@ def model(context: dg.AssetExecutionContext, config: TrainingRun, warehouse: War
           itap_config: ItapConfig) -> pl.DataFrame | None:
     """Train each device whose baseline window is complete; a fit that differs from the device's newest version
     (other data window, rows, features, parameters or threshold) becomes a new version, an identical refit keeps
-    the version (re-running is idempotent). A device whose window is still being filled is skipped and listed
-    (`accumulating`), so a new device never fails a fleet's training run. The partition keeps every version
+    the version (re-running is idempotent). A device whose window is still being filled (`accumulating`), or
+    that has a model and whose new window is too short (`too_short`: it keeps its version), is skipped and listed
+    under `not_trained`, so one device never fails a fleet's training run. The partition keeps every version
     (`SELECT * FROM itap.model`)."""
     settings = itap_config.settings
     names = [s.name for s in model_feature_specs(settings)]
@@ -106,10 +107,11 @@ def model(context: dg.AssetExecutionContext, config: TrainingRun, warehouse: War
 
     with warehouse.session() as session, blas_single_thread():
         status = baseline_status_of(session, settings, devices, as_of)
-        waiting = status.filter(pl.col("status") == ACCUMULATING)
-        # too short windows are fitted too: the fit fails with what to change
-        bounds = {d: (a, b) for d, a, b in status.filter(pl.col("status") != ACCUMULATING)
-                  .select("device_id", "start", "end").iter_rows()}
+        kept = (pl.col("status") == ACCUMULATING) | ((pl.col("status") == TOO_SHORT)
+                                                      & pl.col("device_id").is_in(list(latest)))
+        skipped = status.filter(kept)
+        # a first model's too short window is fitted too: the fit fails with what to change
+        bounds = {d: (a, b) for d, a, b in status.filter(~kept).select("device_id", "start", "end").iter_rows()}
         reader = session.cursor()  # its own thread: the next device is read while others are fitted
         read = training_window_reader(reader, settings, names)
         windows = ordered_map(lambda device: (device, read(device, *bounds[device])), list(bounds), workers=1)
@@ -126,21 +128,20 @@ def model(context: dg.AssetExecutionContext, config: TrainingRun, warehouse: War
                         "new_version": not unchanged, "pinned": pin[1] if pin else None,
                         "rows_used": record["rows_used"], "threshold": round(record["threshold"], 3),
                         "threshold_method": threshold["method"]})
-    if waiting.height:
-        context.log.info(f"{waiting.height} device(s) not trained while their baseline accumulates: "
-                         + ", ".join(f"{d} ({p}, {r} of {n} rows)" for d, p, r, n in
-                                     waiting.select("device_id", "progress", "baseline_rows", "rows_needed").rows()))
+    for device, state, rows, needed, progress in skipped.drop("start", "end").rows():
+        kept_version = f", keeps version {latest[device]['version']}" if device in latest else ""
+        context.log.warning(f"device {device} not trained: baseline {state} ({progress}, {rows} of {needed} "
+                            f"rows){kept_version}")
     out = pl.concat([existing, pl.DataFrame(records)], how="diagonal_relaxed") if records else existing
     context.add_output_metadata(
         {
             "new_versions": len(records),
             "unchanged": len(summary) - len(records),
-            "accumulating": waiting.height,
+            "accumulating": int((skipped["status"] == ACCUMULATING).sum()),
             "detector": settings.model.detector,
             "training_window": describe_training(settings.model),
             "registry": dg.MetadataValue.md(markdown_table(pl.DataFrame(summary), limit=50)),
-            "baseline_accumulating": dg.MetadataValue.md(markdown_table(waiting.drop("status", "start", "end"),
-                                                                        limit=50)),
+            "not_trained": dg.MetadataValue.md(markdown_table(skipped.drop("start", "end"), limit=50)),
         }
     )
     return out.sort("device_id", "version") if out.width else None  # nothing trained yet: nothing to write

@@ -65,8 +65,7 @@ def test_a_new_device_is_skipped_while_its_baseline_accumulates_then_trained_and
     assert retrain.success and _versions(p, "DEV-0002") == []
     [model] = [m.materialization.metadata for m in retrain.get_asset_materialization_events()][:1]
     assert model["accumulating"].value == 1
-    waiting = model["baseline_accumulating"].value
-    assert "| DEV-0002 |" in waiting and "1 of 2 days" in waiting
+    assert "| DEV-0002 | accumulating |" in model["not_trained"].value and "1 of 2 days" in model["not_trained"].value
 
     assert _run(p, daily_job, f"{DAYS[3]}|DEV-0001", f"{DAYS[3]}|DEV-0002").success
     [train] = _tick(p)
@@ -99,6 +98,12 @@ def test_a_sliding_window_makes_a_new_version_only_when_its_data_changed(make_pi
     assert _versions(p) == [(1, DAYS[1]), (2, DAYS[2])]
     assert _run(p, scoring_job, f"{DAYS[2]}|DEV-0001", f"{DAYS[2]}|DEV-0002").success
     assert _scored_versions(p, DAYS[2]) == [("DEV-0001", 2, 2), ("DEV-0002", 2, 2)]
+    # a window too short to refit (here: a minimum it cannot reach) keeps the version, it never fails the fleet
+    write_config(p.config_path, {**FLEET, "model": {"training": {"last_days": 1}, "min_training_rows": 5_000}})
+    kept = _run(p, training_job, "DEV-0001", "DEV-0002")
+    assert kept.success and _versions(p) == [(1, DAYS[1]), (2, DAYS[2])]
+    [model] = [m.materialization.metadata for m in kept.get_asset_materialization_events()][:1]
+    assert "| DEV-0001 | too_short |" in model["not_trained"].value
 
 
 @pytest.fixture
