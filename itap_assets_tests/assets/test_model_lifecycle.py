@@ -59,7 +59,7 @@ def test_a_new_device_is_skipped_while_its_baseline_accumulates_then_trained_and
     [scores] = [m for m in daily.get_asset_materialization_events() if m.asset_key == dg.AssetKey("scores")][:1]
     meta = scores.materialization.metadata
     assert meta["devices_without_model"].value == 1
-    assert "| DEV-0002 | accumulating | 1" in meta["not_scored"].value and "1 of 2 days" in meta["not_scored"].value
+    assert "| DEV-0002 | accumulating | 1380 | 200 | 1 of 2 days |" in meta["not_scored"].value  # rows of rows needed
     assert isinstance(_tick(p), dg.SkipReason)  # one day of two: nothing to train yet
     retrain = _run(p, training_job, "DEV-0001", "DEV-0002")  # a fleet retraining skips it too
     assert retrain.success and _versions(p, "DEV-0002") == []
