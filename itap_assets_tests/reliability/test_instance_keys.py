@@ -84,9 +84,10 @@ def test_runs_over_the_whole_fleet_skip_the_bad_keys_and_materialize_the_rest(tm
 def test_schedules_request_runs_around_the_bad_keys(schedule, caplog):
     at = datetime(2026, 1, 3, 1, 0, tzinfo=timezone.utc)
     with instance_with_bad_keys() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
-        context.log.addHandler(caplog.handler)  # the instigation logger does not propagate to the root logger
-        requests = schedule(context)
+        # Entered and exited: the context enters the instance, and one left entered poisons later materializations.
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
+            context.log.addHandler(caplog.handler)  # the instigation logger does not propagate to the root logger
+            requests = schedule(context)
         assert [devices_in(r.tags, instance) for r in requests] == [{"DEV-0001"}, {"DEV-0002"}]
     assert len({r.run_key for r in requests}) == 2
     assert reported([r.getMessage() for r in caplog.records])
