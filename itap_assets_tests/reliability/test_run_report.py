@@ -17,18 +17,22 @@ from itap_assets.settings import DEFAULT_SENSORS, PROJECT_ROOT
 from itap_assets_tests.conftest import write_config
 
 
-def test_make_demo_names_the_failing_check_its_partition_and_numbers(tmp_path):
-    """The config expects a sensor the simulator does not produce: a structure error, which still blocks."""
+def make_demo(tmp_path, config: dict) -> subprocess.CompletedProcess:
+    """`make demo` in a process of its own on `config`, with a temporary DAGSTER_HOME and database."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / "configs" / "dagster.yaml", home / "dagster.yaml")
-    sensors = {name: spec.model_dump() for name, spec in DEFAULT_SENSORS.items()}
-    sensors["pressure_bar"] = {"family": "Pressure", "min": 0, "max": 100}
-    config = {"simulation": {"devices": 1, "days": 1, "sample_interval_s": 600}, "sensors": sensors}
     env = {**os.environ, "DAGSTER_HOME": str(home), "ITAP_DB_PATH": str(tmp_path / "itap.duckdb"),
            "ITAP_CONFIG": str(write_config(tmp_path / "itap.yaml", config))}
-    done = subprocess.run([sys.executable, "-m", "itap_assets.demo"], cwd=PROJECT_ROOT, env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "itap_assets.demo"], cwd=PROJECT_ROOT, env=env, text=True,
                           capture_output=True, timeout=300)
+
+
+def test_make_demo_names_the_failing_check_its_partition_and_numbers(tmp_path):
+    """The config expects a sensor the simulator does not produce: a structure error, which still blocks."""
+    sensors = {name: spec.model_dump() for name, spec in DEFAULT_SENSORS.items()}
+    sensors["pressure_bar"] = {"family": "Pressure", "min": 0, "max": 100}
+    done = make_demo(tmp_path, {"simulation": {"devices": 1, "days": 1, "sample_interval_s": 600}, "sensors": sensors})
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("run of telemetry_job failed (run ")
@@ -64,16 +68,10 @@ def test_a_failed_step_is_named_with_its_error(make_pipeline, tmp_path):
 def test_make_demo_runs_the_replayed_hour_series_to_the_end_and_notes_the_excluded_day(tmp_path):
     from itap_assets_tests.reliability.test_partition_isolation import AFFECTED, DEVICE, config, logger_lines
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "configs" / "dagster.yaml", home / "dagster.yaml")
     data = tmp_path / "data"
     data.mkdir()
     (data / f"logger_{DEVICE}.csv").write_text("ts,temp\n" + "\n".join(logger_lines()) + "\n", encoding="utf-8")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "ITAP_DB_PATH": str(tmp_path / "itap.duckdb"),
-           "ITAP_CONFIG": str(write_config(tmp_path / "itap.yaml", config(data)))}
-    done = subprocess.run([sys.executable, "-m", "itap_assets.demo"], cwd=PROJECT_ROOT, env=env, text=True,
-                          capture_output=True, timeout=300)
+    done = make_demo(tmp_path, config(data))
     assert done.returncode == 0, done.stderr[-2000:]
     notes = [line for line in done.stdout.splitlines() if line.startswith("note: check validated:")]
     assert notes == [f"note: check validated:structure_and_quarantine_share: 1 of 6 partition(s) excluded from "
