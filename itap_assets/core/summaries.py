@@ -1,11 +1,12 @@
 """Device-day and fleet-day summaries: how bad, what kind, better or worse than yesterday.
 
 Health (0–100, higher is healthier) is deliberately simple enough to explain on a shift handover:
-`(100 − 50·(1 − e^(−flagged_share / 5%)) − 50·(1 − e^(−(max_score / threshold − 1) / 2))) / (1 + incidents)`,
-where `incidents` = 9·CRITICAL + 3·WARNING + 1·INFO active incidents of the day. The numerator gives half the
-points for how much of the day was anomalous and half for how far the worst point went past its threshold, and
-never saturates (a saturating term made the worst devices tie at 0); the divisor ranks a device with more or worse
-incidents below one with fewer, so a day with four critical incidents never ties with one with a warning.
+`(100 − 25·(1 − e^(−flagged_share / 5%)) − 25·(1 − e^(−(max_score / threshold − 1) / 2))) / (1 + incidents)`,
+where `incidents` = 9·CRITICAL + 3·WARNING + 1·INFO active incidents of the day. The numerator (50–100) takes up
+to a quarter each for how much of the day was anomalous and how far the worst point went past its threshold, and
+never saturates (a saturating term made the worst devices tie at 0); the divisor ranks the incidents first, so a
+device without incidents is above 50, one with any is below, and more or worse incidents rank lower (four
+critical incidents: at most 2.7; one warning: at least 12.5).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 import polars as pl
 
-FLAGGED_SHARE_SCALE = 0.05  # the scale of each term: e^-1 of its half is left at a 5 % flagged share ...
+FLAGGED_SHARE_SCALE = 0.05  # the scale of each term: e^-1 of its quarter is left at a 5 % flagged share ...
 EXCESS_SCALE = 2.0          # ... and at a worst point 3x the threshold
 INCIDENT_WEIGHT = {"CRITICAL": 9.0, "WARNING": 3.0, "INFO": 1.0}
 
@@ -43,7 +44,7 @@ def health_expr(flagged_share: pl.Expr, max_score: pl.Expr, threshold: pl.Expr) 
     burden = 1.0 - (-flagged_share / FLAGGED_SHARE_SCALE).exp()
     excess = 1.0 - (-pl.max_horizontal(max_score / threshold - 1.0, pl.lit(0.0)) / EXCESS_SCALE).exp()
     incidents = sum(INCIDENT_WEIGHT[s] * pl.col(f"{s.lower()}_incidents") for s in INCIDENT_WEIGHT)
-    return ((100.0 - 50.0 * burden - 50.0 * excess.fill_null(0.0)) / (1.0 + incidents)).round(3)
+    return ((100.0 - 25.0 * burden - 25.0 * excess.fill_null(0.0)) / (1.0 + incidents)).round(3)
 
 
 def incident_counts(alerts: pl.DataFrame) -> pl.DataFrame:

@@ -65,8 +65,8 @@ def test_device_day_summary_matches_hand_computed_values():
     assert day1["health"] == 100.0 and day1["health_change"] is None
     assert (day2["points"], day2["flagged"], day2["flagged_share"]) == (4, 2, 0.5)
     assert day2["mean_score"] == pytest.approx(4.0) and day2["max_score"] == 8.0
-    # health = (100 - 50·(1 - e^-(0.5/0.05)) - 50·(1 - e^-((8/4 - 1)/2))) / (1 + 9 for one CRITICAL incident)
-    expected = (100 - 50 * (1 - math.exp(-10)) - 50 * (1 - math.exp(-0.5))) / 10
+    # health = (100 - 25·(1 - e^-(0.5/0.05)) - 25·(1 - e^-((8/4 - 1)/2))) / (1 + 9 for one CRITICAL incident)
+    expected = (100 - 25 * (1 - math.exp(-10)) - 25 * (1 - math.exp(-0.5))) / 10
     assert day2["health"] == pytest.approx(expected, abs=1e-3)
     assert (day2["critical_incidents"], day2["warning_incidents"], day2["info_incidents"]) == (1, 0, 0)
     assert day2["health_change"] == pytest.approx(expected - 100, abs=1e-3)
@@ -85,6 +85,8 @@ def test_health_ranks_more_and_worse_incidents_lower_and_never_ties():
     out = device_day_summaries(scores, explanations_fixture().head(0), alerts).sort("health")
     assert out["device_id"].to_list() == ["FOUR_CRIT", "ONE_CRIT", "ONE_WARN", "CLEAN"]
     assert out["health"].n_unique() == 4
+    # incidents rank first: the cleanest day with four critical incidents is below the worst day with one warning
+    assert out.filter(pl.col("device_id") == "CLEAN")["health"].item() > 50 > out["health"][2]
 
 
 def test_fleet_summary_ranks_devices_worst_first_and_counts_causes():
