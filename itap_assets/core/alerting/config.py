@@ -342,13 +342,6 @@ class ScoreLevelRule(_RuleBase):
                 )
         return ordered
 
-    def severity_for(self, score: float | None) -> str:
-        if score is not None and score == score:
-            for band in self.bands:
-                if score >= band.min_score:
-                    return band.severity
-        return self.severity
-
 
 AnyRule = Annotated[
     Union[BurstRule, DominantFamilyRule, TagRouteRule, ScoreLevelRule, FallbackRule], Field(discriminator="type")
@@ -451,10 +444,4 @@ class AlertRulesConfig(_Strict):
     @property
     def score_level(self) -> ScoreLevelRule | None:
         return self._single(ScoreLevelRule)
-
-    def rule(self, name: str) -> _RuleBase:
-        for r in self.rules:
-            if r.name == name:
-                return r
-        raise KeyError(name)
 
