@@ -294,7 +294,37 @@ class AlertSettings(Strict):
                           "it unset when that column holds evaluation labels: they would leak into the alerts.")
 
 
+class StorageSettings(Strict):
+    """Where the asset tables live (docs/deployment.md). `duckdb`: one DuckDB file (ITAP_DB_PATH), one writer at a
+    time; the embedded default. `parquet`: one Parquet file per asset partition under `root` (a local path or an
+    fsspec URL such as s3://bucket/itap), written atomically so writers never contend, with a DuckDB catalog file
+    (ITAP_DB_PATH) of views over them for SQL."""
+    mode: Literal["duckdb", "parquet"] = "duckdb"
+    root: str | None = Field(None, description="Parquet mode: directory or URL of the Parquet tree")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict, description="fsspec options for `root` (e.g. endpoint_url for an S3-compatible store); "
+                                          "credentials belong in the environment, not here")
+
+    @model_validator(mode="after")
+    def _parquet_needs_root(self) -> StorageSettings:
+        if self.mode == "parquet" and not self.root:
+            raise ValueError("storage.mode: parquet needs storage.root (a directory or a URL such as s3://bucket/itap)")
+        return self
+
+
+class ExecutionSettings(Strict):
+    """How a run executes its steps. `in_process` (default) runs them one after another in the run's process;
+    `multiprocess` runs up to `processes` steps at once on this machine; `dask` submits them to a Dask cluster
+    (`dask_address`, or a LocalCluster of `processes` workers when unset). Parallel steps only help with
+    storage.mode: parquet: in the DuckDB mode the writing steps share one pool slot."""
+    executor: Literal["in_process", "multiprocess", "dask"] = "in_process"
+    processes: int = Field(2, ge=1, le=256)
+    dask_address: str | None = None
+
+
 class Settings(Strict):
+    storage: StorageSettings = StorageSettings()
+    execution: ExecutionSettings = ExecutionSettings()
     source: Literal["simulation", "files"] = "simulation"
     partitions: PartitionSettings = PartitionSettings()
     simulation: SimulationSettings = SimulationSettings()
