@@ -17,16 +17,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import dagster as dg
 from dagster._core.storage.runs import SqliteRunStorage
+from dagster._core.storage.tags import (ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG,
+                                        BACKFILL_ID_TAG)
 
+from itap_assets.jobs import ALL_JOBS
 from itap_assets.processes import ProcessIdentity, current_process, gone_since, host_name, is_gone
 
+RECOVERED_TAG = "itap/recovered"  # on a run marked failed because its process was gone: run again once
 HOST_TAG = "itap/launcher_host"
 PID_TAG = "itap/launcher_pid"
 START_TAG = "itap/launcher_start_ticks"
 
+JOB_NAMES = {job.name for job in ALL_JOBS}
+# Kept on the run again: its partitions, and that it belongs to a backfill (its alerts are history, not pages).
+KEPT_TAGS = (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG, BACKFILL_ID_TAG)
 _UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
                dg.DagsterRunStatus.CANCELING]
 
@@ -118,7 +126,9 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[Cleanup]:
             continue
         host = run.tags.get(HOST_TAG, host_name())
         instance.report_run_failed(run, f"Marked failed by ITAP: the process that ran this run (pid {pid} on "
-                                        f"{host}) is gone (killed or crashed); its pool slots are freed.")
+                                        f"{host}) is gone (killed or crashed); its pool slots are freed and "
+                                        "the dead_run_cleanup sensor runs it again.")
+        instance.add_run_tags(run.run_id, {RECOVERED_TAG: "dead_process"})
         free_slots(instance, run.run_id)
         done.append(Cleanup(run.run_id, run.job_name, pid))
     for run_id in sorted(_runs_holding_slots(instance)):
@@ -135,12 +145,38 @@ def recover_and_report(instance: dg.DagsterInstance, report: Callable[[str], Non
         report(cleanup.note())
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def dead_run_cleanup(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+def rerun_requests(instance: dg.DagsterInstance, after: float | None) -> tuple[list[dg.RunRequest], float | None]:
+    """One run again of each run marked failed for a dead process since `after` (an update timestamp): same job,
+    partition range and run config, so its partitions end as if it had not died. The run key makes it once."""
+    records = instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],
+                                                     tags={RECOVERED_TAG: "dead_process"},
+                                                     updated_after=None if after is None else
+                                                     datetime.fromtimestamp(after, timezone.utc)))
+    requests = []
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        run = record.dagster_run
+        if run.job_name not in JOB_NAMES:
+            continue
+        kept = {k: v for k, v in run.tags.items() if k in KEPT_TAGS or not k.startswith(("dagster/", ".dagster",
+                                                                                          "itap/"))}
+        requests.append(dg.RunRequest(job_name=run.job_name, run_key=f"rerun-{run.run_id}", tags=kept,
+                                      run_config=dict(run.run_config)))
+    latest = max((r.update_timestamp.timestamp() for r in records), default=after)
+    return requests, latest
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING, jobs=ALL_JOBS)
+def dead_run_cleanup(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """On by default, so wherever the daemon runs (`make ui`) a dead run is cleaned within 30 s, even with the
-    project's other sensors off. It requests no runs."""
+    project's other sensors off, and then run again once (whoever cleaned it: this sensor, another sensor or
+    `make demo`)."""
     notes: list[str] = []
     recover_and_report(context.instance, notes.append)
     for note in notes:
         context.log.warning(note)
-    return dg.SkipReason("; ".join(notes) or "no run with a dead process")
+    requests, latest = rerun_requests(context.instance, float(context.cursor) if context.cursor else None)
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=None if latest is None else repr(latest),
+        skip_reason=None if requests else dg.SkipReason("; ".join(notes) or "no run with a dead process"),
+    )

@@ -2,8 +2,8 @@
 
 A device added and a run requested for it in the same tick fails (the partition does not exist yet when the run
 is created), so new devices are registered in one tick and their partitions are requested in the next. Changed
-sources (a new or modified file, a changed simulator config) are found by signature in the cursor, so a late file
-for an old day re-materializes that day.
+sources (a new or modified file, a changed simulator config) are found by fingerprint in the cursor, and only they
+are parsed; a late file for an old day re-materializes that day and the device's later days, which read it.
 """
 
 import hashlib
@@ -26,34 +26,54 @@ from itap_assets.run_recovery import recover_and_report
 from itap_assets.settings import PROJECT_ROOT, Settings
 
 
-def source_partitions(settings: Settings) -> dict[str, tuple[str, set[tuple[str, str]]]]:
-    """Each data source's signature and the (day, device) partitions it holds."""
+def source_partitions(settings: Settings, known: dict[str, list] | None = None
+                      ) -> dict[str, tuple[str, set[tuple[str, str]]]]:
+    """Each data source's fingerprint and the (day, device) partitions it holds. A file whose fingerprint
+    (mtime and size) is the one in `known` (the cursor's) is not parsed again: its partitions come from `known`."""
     if settings.source == "simulation":
         sim = settings.simulation
         signature = hashlib.sha1(sim.model_dump_json().encode()).hexdigest()
         pairs = {(d.isoformat(), dev) for d in simulated_days(sim) for dev in device_ids(sim)}
         return {"simulation": (signature, pairs)}
+    known = known or {}
     out = {}
     for path in discover_files(settings.ingestion, PROJECT_ROOT):
         stat = path.stat()
+        signature = f"{stat.st_mtime_ns}:{stat.st_size}"
+        if str(path) in known and known[str(path)][0] == signature:
+            out[str(path)] = (signature, {tuple(p) for p in known[str(path)][1]})
+            continue
         try:
             frame = read_file(path, settings.ingestion, PROJECT_ROOT, not_before=settings.start_date,
                               settle_seconds=settings.ingestion.settle_seconds).select("day", "device_id").unique()
         except IncompleteFile:
             continue  # still being written: left out of the cursor, so a later tick plans it once complete
-        out[str(path)] = (f"{stat.st_mtime_ns}:{stat.st_size}",
-                          {(d.isoformat(), dev) for d, dev in frame.iter_rows()})
+        out[str(path)] = (signature, {(d.isoformat(), dev) for d, dev in frame.iter_rows()})
     return out
 
 
-def plan(cursor: dict, sources: dict, registered: list[str], has_model: set[str]) -> tuple[dict, list[str], list]:
-    """Pure planning for one tick: (new cursor, devices to register, [(job, first key, last key)])."""
-    seen: dict[str, str] = cursor.get("seen", {})
-    pending = {tuple(p) for p in cursor.get("pending", [])}
+def changed_partitions(known: dict[str, list], sources: dict) -> set[tuple[str, str]]:
+    """The partitions to materialize again: those of new or changed sources (before and after the change), and
+    every later day of the devices they touch, since day D+1 reads day D (feature warm-up, k-of-n smoothing,
+    incidents open across midnight). A new day at the end of a series has no later days: it costs one partition."""
+    changed: set[tuple[str, str]] = set()
     for name, (signature, pairs) in sources.items():
-        if seen.get(name) != signature:
-            pending |= pairs
-            seen[name] = signature
+        if name not in known or known[name][0] != signature:
+            changed |= pairs | {tuple(p) for p in known.get(name, (None, []))[1]}
+    first_changed: dict[str, str] = {}
+    for day, device in changed:
+        first_changed[device] = min(day, first_changed.get(device, day))
+    later = {(day, device) for _, pairs in sources.values() for day, device in pairs
+             if device in first_changed and day > first_changed[device]}
+    return changed | later
+
+
+def plan(cursor: dict, sources: dict, registered: list[str], has_model: set[str]) -> tuple[dict, list[str], list]:
+    """Pure planning for one tick: (new cursor, devices to register, [(job, first key, last key)]).
+    The cursor keeps every source's fingerprint and partitions, and the partitions still to request."""
+    known: dict[str, list] = cursor.get("files", {})
+    pending = {tuple(p) for p in cursor.get("pending", [])} | changed_partitions(known, sources)
+    files = {name: [signature, sorted(pairs)] for name, (signature, pairs) in sources.items()}
     new_devices = sorted({dev for _, dev in pending} - set(registered))
     ready = {p for p in pending if p[1] in set(registered)}
     runs = []
@@ -63,7 +83,7 @@ def plan(cursor: dict, sources: dict, registered: list[str], has_model: set[str]
             ((date.fromisoformat(d), dev) for d, dev in subset), registered
         ):
             runs.append((job, day_device_key(first_day, first_dev), day_device_key(last_day, last_dev)))
-    new_cursor = {"seen": seen, "pending": sorted(pending - ready)}
+    new_cursor = {"files": files, "pending": sorted(pending - ready)}
     return new_cursor, new_devices, runs
 
 
@@ -83,7 +103,8 @@ def device_discovery(context: dg.SensorEvaluationContext, itap_config: ItapConfi
     invalid_devices(registered, context.log.warning)
     has_model = set(warehouse.query("SELECT DISTINCT device_id FROM model")["device_id"]) \
         if warehouse.has_table("model") else set()
-    new_cursor, new_devices, runs = plan(cursor, source_partitions(itap_config.settings), registered, has_model)
+    sources = source_partitions(itap_config.settings, cursor.get("files"))
+    new_cursor, new_devices, runs = plan(cursor, sources, registered, has_model)
     generation = hashlib.sha1(json.dumps(new_cursor, sort_keys=True).encode()).hexdigest()[:12]
     return dg.SensorResult(
         run_requests=[

@@ -93,3 +93,39 @@ def test_a_new_file_registers_its_device_and_a_late_file_requests_only_its_days(
         os.utime(incoming / "rig_A1.csv", ns=(1, 1))
         fifth = tick(instance, fourth.cursor)
         assert [r.tags for r in fifth.run_requests] == [range_tags("2026-03-27|A1", "2026-03-30|A1")]
+
+
+def test_a_late_day_requests_that_day_and_the_later_days_of_its_device_only():
+    D3, D4 = "2026-01-03", "2026-01-04"
+    cursor, _, _ = plan({}, {"a1": ("s", {(D1, "A")}), "b1": ("s", {(D1, "B")}), "a3": ("s", {(D3, "A"), (D4, "A")}),
+                             "b3": ("s", {(D3, "B")})}, registered=["A", "B"], has_model={"A", "B"})
+    sources = {"a1": ("s", {(D1, "A")}), "b1": ("s", {(D1, "B")}), "a3": ("s", {(D3, "A"), (D4, "A")}),
+               "b3": ("s", {(D3, "B")}), "a2": ("late", {(D2, "A")})}
+    _, _, runs = plan(cursor, sources, registered=["A", "B"], has_model={"A", "B"})
+    assert runs == [("daily_job", f"{D2}|A", f"{D4}|A")]  # day 2 and the days after it that read it; B untouched
+
+
+def test_the_sensor_parses_only_new_or_changed_files(tmp_path, monkeypatch):
+    import itap_assets.sensors as sensors
+    from itap_assets.sensors import source_partitions
+    from itap_assets.settings import load_settings
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for name in ("a", "b"):
+        (incoming / f"{name}.csv").write_text(f"ts,device,v\n2026-01-01T00:00:00Z,{name.upper()},1\n")
+    config = write_config(tmp_path / "itap.yaml", {"source": "files", "ingestion": {
+        "path": str(incoming / "*.csv"), "settle_seconds": 0,
+        "device_column": "device", "columns": {"v": "temp_c"}, "families": {"temp_c": "Temperature"}}})
+    settings = load_settings(config)
+    parsed = []
+    real_read = sensors.read_file
+    monkeypatch.setattr(sensors, "read_file", lambda path, *a, **k: parsed.append(path.name) or real_read(path, *a, **k))
+    first = source_partitions(settings)
+    assert sorted(parsed) == ["a.csv", "b.csv"]
+    known = {name: [sig, sorted(pairs)] for name, (sig, pairs) in first.items()}
+    parsed.clear()
+    (incoming / "b.csv").write_text("ts,device,v\n2026-01-02T00:00:00Z,B,1\n")
+    again = source_partitions(settings, known)
+    assert parsed == ["b.csv"]  # a.csv's fingerprint is the cursor's: its partitions come from the cursor
+    assert again[str(incoming / "a.csv")][1] == {(D1, "A")} and again[str(incoming / "b.csv")][1] == {(D2, "B")}

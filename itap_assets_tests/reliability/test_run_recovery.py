@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 from dagster._core.events import EngineEventData  # what the executor's "Executing steps in process" event carries
 
+from itap_assets.partitions import range_tags
 from itap_assets.processes import current_process, gone_since, is_gone
 from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
 from itap_assets.definitions import defs
@@ -143,3 +144,17 @@ def test_the_dagster_daemon_cleans_a_dead_run_with_no_sensor_turned_on(tmp_path)
             daemon.wait(timeout=10)
         assert status(instance, run) == dg.DagsterRunStatus.FAILURE
         assert slot_runs(instance) == []
+
+
+def test_a_run_marked_failed_for_a_dead_process_is_requested_again_once(instance):
+    tags = {**launch_tags(), PID_TAG: str(dead_pid()), **range_tags("2026-01-01|DEV-0001", "2026-01-02|DEV-0001")}
+    run = instance.create_run_for_job(dg.GraphDefinition(name="telemetry_job", node_defs=[step]).to_job(),
+                                      status=dg.DagsterRunStatus.STARTED, tags=tags)
+    assert [c.run_id for c in recover_dead_runs(instance)] == [run.run_id]
+    with dg.build_sensor_context(instance=instance) as context:
+        first = dead_run_cleanup(context)
+    [request] = first.run_requests
+    assert request.run_key == f"rerun-{run.run_id}" and request.job_name == run.job_name
+    assert request.tags == range_tags("2026-01-01|DEV-0001", "2026-01-02|DEV-0001")  # not the dead launcher's tags
+    with dg.build_sensor_context(instance=instance, cursor=first.cursor) as context:
+        assert dead_run_cleanup(context).run_requests == []  # once: the next tick asks nothing
