@@ -12,6 +12,11 @@ import time
 from datetime import date
 
 import dagster as dg
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import (ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin,
+                                         RemoteRepositoryOrigin)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from itap_assets import storage
 from itap_assets.core.ingest import available_partitions
@@ -24,6 +29,8 @@ from itap_assets.run_interrupts import stop_waiting_runs_on_signal
 from itap_assets.run_recovery import launch_tags, recover_and_report
 from itap_assets.run_report import failure_message, run_notes
 from itap_assets.settings import PROJECT_ROOT, Settings, db_path, load_settings
+
+CODE_LOCATION = "itap"  # workspace.yaml's location_name
 
 
 def data_partitions(settings: Settings) -> list[tuple[date, str]]:
@@ -65,16 +72,30 @@ def project_job(name: str) -> dg.JobDefinition:
     return defs.resolve_job_def(name)
 
 
-def execute(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str]) -> dg.JobExecutionResult:
-    """One run of a project job in this process, executed as a launched run is: `execute_in_process` would keep
-    every step's output in memory until the run ends (a day of a large fleet's features is gigabytes). The run's
-    tags name this process, so a later launch can tell when it died; SIGTERM/SIGINT stop it even while it waits
-    for a pool slot."""
+def workspace_origin(job_name: str) -> RemoteJobOrigin:
+    """Where the UI files a run: job `job_name` of the code location `itap` that workspace.yaml loads. A run
+    created by `execute_job` has no such origin, so the UI listed none of them under their job or on the timeline."""
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name="itap_assets.definitions",
+                             working_directory=str(PROJECT_ROOT)),
+        location_name=CODE_LOCATION,
+    )
+    return RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME).get_job_origin(job_name)
+
+
+def execute(instance: dg.DagsterInstance, job_name: str, tags: dict[str, str],
+            run_config: dict | None = None) -> dg.JobExecutionResult:
+    """One run of a project job in this process, executed as a launched run is (what `execute_job` does, with the
+    workspace's origin): `execute_in_process` would keep every step's output in memory until the run ends (a day
+    of a large fleet's features is gigabytes). The run's tags name this process, so a later launch can tell when
+    it died; SIGTERM/SIGINT stop it even while it waits for a pool slot."""
     job = dg.build_reconstructable_job("itap_assets.demo", "project_job", reconstructable_args=(job_name,))
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the event log keeps everything
-    with stop_waiting_runs_on_signal(instance), dg.execute_job(
-        job, instance=instance, tags={**tags, **launch_tags()}, run_config=quiet
-    ) as result:
+    run = instance.create_run_for_job(
+        job_def=job.get_definition(), run_config={**quiet, **(run_config or {})}, tags={**tags, **launch_tags()},
+        remote_job_origin=workspace_origin(job_name), job_code_origin=job.get_python_origin(),
+    )
+    with stop_waiting_runs_on_signal(instance), execute_run(job, run, instance) as result:
         for note in run_notes(result):  # partitions a check excluded while the rest of the run went on
             print(f"note: {note}", flush=True)
         return result

@@ -9,9 +9,11 @@ out with `pytest -m "not ui"`.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -161,3 +163,25 @@ def test_validated_checks_list_shows_succeeded(browser: Browser, webserver: Webs
     statuses = dict(re.findall(rf"^({'|'.join(ALL_CHECKS)})\n\1\n(.+)$", text, re.M))
     assert set(statuses) == set(ALL_CHECKS), text[:2000]
     assert all(statuses[c] == "Succeeded" for c in BLOCKING_CHECKS), statuses
+
+
+def graphql(webserver: Webserver, query: str) -> dict:
+    request = urllib.request.Request(f"{webserver.url}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    assert request.full_url.startswith(f"http://{LOOPBACK}:")
+    with ui._OPENER.open(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+def test_the_demos_runs_are_listed_under_their_jobs_and_on_the_timeline(webserver: Webserver, demo: Demo) -> None:
+    """The job pages filter runs by code location and the timeline groups them by it: a run without the
+    workspace's origin appears in neither ("No runs found")."""
+    for job in ("telemetry_job", "training_job", "scoring_job", "evaluation_job"):
+        data = graphql(webserver, '{ pipelineOrError(params: {pipelineName: "%s", repositoryName: "__repository__", '
+                                  'repositoryLocationName: "itap"}) { ... on Pipeline { runs { status } } } }' % job)
+        statuses = [r["status"] for r in data["pipelineOrError"]["runs"]]
+        assert statuses and set(statuses) == {"SUCCESS"}, (job, statuses)
+    runs = graphql(webserver, "{ runsOrError { ... on Runs { results { pipelineName repositoryOrigin { "
+                              "repositoryLocationName repositoryName } } } } }")["runsOrError"]["results"]
+    assert runs and all(r["repositoryOrigin"] == {"repositoryLocationName": "itap", "repositoryName": "__repository__"}
+                        for r in runs), runs
