@@ -130,9 +130,9 @@ def send_pending(path: Path | str, receivers: Sequence[Receiver]) -> dict[str, i
         outcome = deliver(path, receiver, row["notification_id"], wire_body(receiver, row["payload"]))
         sent = outcome.http_status is not None and 200 <= outcome.http_status < 300
         with storage.connect(path) as con:
-            con.execute("UPDATE notification_outbox SET status = ?, sent_at = ? WHERE notification_id = ? AND "
-                        "receiver = ?", ["sent" if sent else "failed", utc_now() if sent else None,
-                                         row["notification_id"], row["receiver"]]).fetchall()
+            storage.update_row(con, SCHEMA, "notification_outbox",
+                               {"notification_id": row["notification_id"], "receiver": row["receiver"]},
+                               {"status": "sent" if sent else "failed", "sent_at": utc_now() if sent else None})
         counts["sent" if sent else "failed"] += 1
         if not sent:
             blocked.add(stream)

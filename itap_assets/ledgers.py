@@ -2,8 +2,12 @@
 
 Recomputing `alerts` replaces its partitions; what an operator did and what was sent must survive that, so these
 tables are only appended to (the outbox's `status`/`sent_at` are the one update: a delivery's outcome).
-Created, when missing, before any view that reads them (storage.ensure_views).
+Created, when missing, before any view that reads them (storage.ensure_views). In the Parquet mode each append is
+a new file under `<root>/_ledgers/<table>/`, and an outcome a new version of the row: the view keeps the latest
+version per primary key (views.ledger_view), so an append never rewrites, nor waits for, anything.
 """
+
+import re
 
 LEDGERS: dict[str, str] = {
     # One row per operator action; the latest per alert_id and kind is the incident's operator state (v_alerts).
@@ -41,3 +45,9 @@ LEDGERS: dict[str, str] = {
         error VARCHAR,
         PRIMARY KEY (notification_id, receiver, attempt)""",
 }
+
+
+def ledger_key(table: str) -> tuple[str, ...]:
+    """The primary key columns of a ledger, as its DDL declares them (none for alert_acks)."""
+    match = re.search(r"PRIMARY KEY \(([^)]*)\)", LEDGERS[table])
+    return tuple(c.strip() for c in match.group(1).split(",")) if match else ()

@@ -1,4 +1,4 @@
-"""Resources named once: the DuckDB IO manager and the settings file."""
+"""Resources named once: the IO manager, the SQL reader, the settings and rules files, and the writers' pools."""
 
 
 import os
@@ -24,6 +24,20 @@ def alert_rules_path() -> str:
     return os.environ.get("ITAP_ALERT_RULES", str(PROJECT_ROOT / "configs" / "alert_rules.yaml"))
 
 DUCKDB_POOL = "itap_duckdb"
+NOTIFICATIONS_POOL = "itap_notifications"
+
+
+def writer_pool(settings: Settings | None = None) -> str | None:
+    """The pool of the steps that write tables, decided when the definitions load: the DuckDB file's single writer
+    slot, or none in the Parquet mode (each partition is its own file: writers never contend)."""
+    return DUCKDB_POOL if (settings or load_settings()).storage.mode == "duckdb" else None
+
+
+def delivery_pool(settings: Settings | None = None) -> str:
+    """Two deliveries never overlap (each would send the other's pending notices): they share the writers' slot in
+    the DuckDB mode, and have a slot of their own in the Parquet mode."""
+    return DUCKDB_POOL if (settings or load_settings()).storage.mode == "duckdb" else NOTIFICATIONS_POOL
+
 # Tables live in the main schema of data/itap.duckdb, so `itap.<table>` resolves through the catalog name
 # (a schema also named itap would make every `itap.<table>` ambiguous in DuckDB).
 DB_SCHEMA = "main"
@@ -50,7 +64,8 @@ def partition_keys_frame(partitions_def: dg.PartitionsDefinition | None, keys: l
 
 
 class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
-    """Polars frames in DuckDB: table = asset name, one run may write any set of day × device partitions.
+    """Polars frames in DuckDB (or, with storage.mode: parquet, Parquet files under storage.root with `database`
+    their SQL catalog): table = asset name, one run may write any set of day × device partitions.
 
     Replaces dagster-duckdb-polars' handler, which on duckdb 2.0 fails to load inputs (relation.arrow() is gone),
     needs the instance for dynamic partitions outside a partition_loading_context, and supports a single key range
@@ -97,8 +112,9 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
 
 
 class Warehouse(dg.ConfigurableResource):
-    """Direct reads of the DuckDB file for steps whose inputs are not a partition mapping: a model reads only its
-    training window, evaluation reads whole tables."""
+    """Direct SQL reads for steps whose inputs are not a partition mapping: a model reads only its training window,
+    evaluation reads whole tables. The DuckDB file, or in the Parquet mode an in-memory DuckDB session whose views
+    read the Parquet tree under the same names."""
 
     database: str
     db_schema: str = DB_SCHEMA
@@ -110,8 +126,7 @@ class Warehouse(dg.ConfigurableResource):
             return session.query(sql, params, frames)
 
     def has_table(self, table: str) -> bool:
-        with storage.connect(self.database) as con:
-            return storage.table_exists(con, self.db_schema, storage.check_identifier(table))
+        return storage.has_table(self.database, self.db_schema, storage.check_identifier(table))
 
     @contextmanager
     def session(self) -> Iterator["WarehouseSession"]:
@@ -128,8 +143,12 @@ class WarehouseSession:
     con: duckdb.DuckDBPyConnection
 
     def cursor(self) -> "WarehouseSession":
-        """A session on the same database for use in another thread (a DuckDB connection is not thread-safe)."""
-        return WarehouseSession(self.con.cursor())
+        """A session on the same database for use in another thread (a DuckDB connection is not thread-safe), with
+        the same default catalog (a Parquet-mode session's views live in an attached one)."""
+        catalog = self.con.execute("SELECT current_database()").fetchall()[0][0]
+        cursor = self.con.cursor()
+        cursor.execute(f'USE "{catalog}"')
+        return WarehouseSession(cursor)
 
     def query(self, sql: str, params: list | None = None, frames: dict[str, pl.DataFrame] | None = None
               ) -> pl.DataFrame:

@@ -1,11 +1,12 @@
-"""Operator views over the ITAP tables, (re)created by the pipeline as soon as the tables they read exist.
+"""Operator views over the ITAP tables, (re)created by the pipeline as soon as the tables they read exist, and in
+the Parquet mode the views that make the files tables.
 
-Each view is a function of the tables' columns (sensor sets differ per deployment) returning its SELECT.
+Each operator view is a function of the tables' columns (sensor sets differ per deployment) returning its SELECT.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from itap_assets.core.validation import HARMLESS_REASONS
 
@@ -95,3 +96,28 @@ VIEWS: dict[str, tuple[tuple[str, ...], Callable[[Columns], str]]] = {
     "v_alerts": (("alerts", "alert_acks"), alerts_view),
     "v_device_health": (("device_summaries", "alerts"), device_health),
 }
+
+
+# The Parquet mode: each table is a view over its files, so SQL reads both modes alike.
+HIVE_TYPES = {"day": "DATE", "device_id": "VARCHAR"}  # never inferred: a device "0001" must stay text
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def tree_table_view(glob: str, hive_keys: Sequence[str]) -> str:
+    """A table of the Parquet tree: every partition file, read by column name (a column added later is NULL in the
+    older files); the partition directories are columns too, so a filter on day or device opens only its files."""
+    types = ", ".join(f"'{k}': {HIVE_TYPES[k]}" for k in hive_keys)
+    hive = f", hive_types = {{{types}}}" if hive_keys else ""
+    return f"SELECT * FROM read_parquet({_literal(glob)}, hive_partitioning = true, union_by_name = true{hive})"
+
+
+def ledger_view(glob: str, key: Sequence[str]) -> str:
+    """A ledger of the Parquet tree: one file per append; with a primary key, the latest version of each row (file
+    names sort by time of writing)."""
+    if not key:
+        return f"SELECT * FROM read_parquet({_literal(glob)}, union_by_name = true)"
+    return (f"SELECT * EXCLUDE (filename) FROM read_parquet({_literal(glob)}, union_by_name = true, filename = true) "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY filename DESC) = 1")

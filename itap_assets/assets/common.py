@@ -1,5 +1,5 @@
-"""What every partitioned ITAP step shares: single-run backfills (a range of partitions in one run), the DuckDB
-writer pool, inputs that bring day D-1 as context, keeping only the rows of the run's own partitions, and reading
+"""What every partitioned ITAP step shares: single-run backfills (a range of partitions in one run), the writers'
+pool (the DuckDB mode's one writer; none in the Parquet mode), inputs that bring day D-1 as context, keeping only the rows of the run's own partitions, and reading
 features a device at a time."""
 
 from collections.abc import Iterator, Sequence
@@ -9,13 +9,13 @@ import polars as pl
 
 from itap_assets.core.frames import in_keys, sorted_by
 from itap_assets.partitions import day_device_partitions, valid_keys, with_previous_day
-from itap_assets.resources import DUCKDB_POOL, WarehouseSession, partition_keys_frame
+from itap_assets.resources import WarehouseSession, partition_keys_frame, writer_pool
 from itap_assets.storage import check_column
 
 
 def partitioned_asset(partitions_def: dg.PartitionsDefinition, **kwargs):
-    """`@dg.asset` for a step that writes DuckDB and handles any range of `partitions_def` keys in one run."""
-    return dg.asset(partitions_def=partitions_def, backfill_policy=dg.BackfillPolicy.single_run(), pool=DUCKDB_POOL,
+    """`@dg.asset` for a step that writes tables and handles any range of `partitions_def` keys in one run."""
+    return dg.asset(partitions_def=partitions_def, backfill_policy=dg.BackfillPolicy.single_run(), pool=writer_pool(),
                     **kwargs)
 
 

@@ -22,7 +22,7 @@ from itap_assets.core.metrics import (
 )
 from itap_assets.core.simulator import SIMULATOR_FAULT_TAGS
 from itap_assets.core.windows import feature_windows, longest_window_us
-from itap_assets.resources import DUCKDB_POOL, AlertRules, ItapConfig, Warehouse
+from itap_assets.resources import AlertRules, ItapConfig, Warehouse, writer_pool
 from itap_assets.settings import Settings
 
 HEADLINE = [
@@ -76,7 +76,7 @@ def evaluate(scored: pl.DataFrame, explained: pl.DataFrame, alert_rows: pl.DataF
 
 @dg.asset(
     deps=["scores", "explanations", "alerts", "validated"],
-    pool=DUCKDB_POOL,
+    pool=writer_pool(),
     group_name="report",
     kinds={"scikitlearn", "duckdb"},
 )

@@ -4,7 +4,7 @@ import dagster as dg
 
 from itap_assets.assets.metadata import markdown_table
 from itap_assets.delivery import record_notices, send_pending
-from itap_assets.resources import DUCKDB_POOL, AlertRules, Warehouse
+from itap_assets.resources import AlertRules, Warehouse, delivery_pool
 
 BACKFILL_TAG = "dagster/backfill"
 
@@ -15,8 +15,8 @@ class NotificationConfig(dg.Config):
     backfill: bool = False
 
 
-# In the DuckDB pool like every writer: two deliveries never overlap (nor a delivery and a write of alerts).
-@dg.asset(deps=["alerts"], group_name="report", kinds={"duckdb"}, pool=DUCKDB_POOL)
+# Two deliveries never overlap (in the DuckDB mode, nor a delivery and a write of alerts): see delivery_pool.
+@dg.asset(deps=["alerts"], group_name="report", kinds={"duckdb"}, pool=delivery_pool())
 def alert_notifications(context: dg.AssetExecutionContext, config: NotificationConfig, warehouse: Warehouse,
                         alert_rules: AlertRules) -> dg.MaterializeResult:
     """Diff the alert feed against the outbox, append the new notices, then send what is pending or failed.

@@ -20,7 +20,7 @@ from itap_assets.core.scoring import (
     scoring_models,
 )
 from itap_assets.partitions import day_device_partitions, device_of_day
-from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse, WarehouseSession
+from itap_assets.resources import ItapConfig, Warehouse, WarehouseSession, writer_pool
 from itap_assets.settings import Settings
 
 MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
@@ -58,7 +58,7 @@ def _models_for(context: dg.AssetExecutionContext, keys: pl.DataFrame, model: pl
     deps=["features"],
     partitions_def=day_device_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
+    pool=writer_pool(),
     group_name="detect",
     can_subset=True,
 )

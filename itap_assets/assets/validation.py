@@ -10,7 +10,7 @@ from itap_assets.core.partition_status import PARTITION, excluded, partition_cou
 from itap_assets.core.validation import (DUPLICATE_POLICIES, HARMLESS_REASONS, REASONS, contract_failures,
                                          split_telemetry)
 from itap_assets.partitions import day_device_partitions
-from itap_assets.resources import DUCKDB_POOL, ItapConfig, Warehouse
+from itap_assets.resources import ItapConfig, Warehouse, writer_pool
 from itap_assets.run_report import EXCLUDED_KEY
 
 PARTITION_STATUS = "partition_status"
@@ -54,7 +54,7 @@ CHECKS = [
     },
     partitions_def=day_device_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
+    pool=writer_pool(),
     group_name="ingest",
     check_specs=CHECKS,
     can_subset=False,

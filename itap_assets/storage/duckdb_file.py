@@ -1,67 +1,29 @@
-"""DuckDB storage for partitioned Polars frames: replace and read `(day, device_id)` partitions of a table.
+"""The DuckDB mode: every table in one DuckDB file, one writer process at a time (the embedded default).
 
-Kept free of Dagster so the IO manager stays a thin adapter and a second storage mode (Parquet per partition,
-see DESIGN.md "Scaling out") replaces this one module. Identifiers never come from data: table and schema names
-are checked against a strict pattern, and partition keys travel as a registered frame, never as SQL text.
+Replace and read `(day, device_id)` partitions of a table, append to the ledgers, keep the operator views current.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from itap_assets.core.frames import distinct, in_keys, sorted_by
+from itap_assets.core.frames import in_keys, sorted_by
 from itap_assets.ledgers import LEDGERS
-from itap_assets.settings import ID_PATTERN
+from itap_assets.storage.common import (FrameChunks, StorageError, batches, check_column, check_columns,
+                                        check_identifier, check_nested_types, checked_keys, frame_of, table_exists)
 from itap_assets.views import VIEWS
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 LOCK_TIMEOUT_S = 300.0
 # DuckDB's own buffer budget (default: 80 % of RAM); beyond it DuckDB spills to disk. Polars frames are extra.
 MEMORY_LIMIT = os.environ.get("ITAP_DUCKDB_MEMORY_LIMIT", "1GB")
-WRITE_BATCH_ROWS = 1_000_000  # rows per INSERT when an output comes in chunks
-
-
-class StorageError(RuntimeError):
-    """A write or read that would corrupt or misread a table; the message names table and partition."""
-
-
-def check_identifier(name: str) -> str:
-    if not _IDENTIFIER.fullmatch(name):
-        raise StorageError(f"{name!r} is not a valid table or schema name (lower_snake_case, ≤ 63 chars)")
-    return name
-
-
-def check_column(name: str) -> str:
-    """A column name that becomes a SQL identifier: letters, digits and underscores only."""
-    if not _COLUMN.fullmatch(name):
-        raise StorageError(f"column name {name!r} is not allowed (letters, digits, '_' only)")
-    return name
-
-
-def check_columns(frame: pl.DataFrame, table: str) -> None:
-    bad = [c for c in frame.columns if not _COLUMN.fullmatch(c)]
-    if bad:
-        raise StorageError(f"table {table}: column name(s) {bad} are not allowed (letters, digits, '_' only)")
-
-
-def check_device_id(device_id: str) -> str:
-    if not isinstance(device_id, str) or not ID_PATTERN.fullmatch(device_id):
-        raise StorageError(
-            f"device id {device_id!r} is not allowed: ids match {ID_PATTERN.pattern} (letters, digits, '.', '_', '-')"
-        )
-    return device_id
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -109,21 +71,6 @@ def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOC
         raise full from exc
 
 
-def frame_of(relation: duckdb.DuckDBPyRelation) -> pl.DataFrame:
-    """A query's rows as a Polars frame, through Arrow as DuckDB hands them over (DuckDB's own Polars output adds a
-    conversion pass that costs a third of reading a wide table)."""
-    return pl.from_arrow(relation.to_arrow_table(), rechunk=False)  # type: ignore[return-value]
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [schema, table],
-        ).fetchall()[0][0]
-    )
-
-
 def _table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? AND table_name = ?"
@@ -133,52 +80,8 @@ def _table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> d
     return dict(rows)
 
 
-def partition_frame(days: Sequence[date] | None, devices: Sequence[str] | None) -> pl.DataFrame:
-    """The key frame for a set of partitions; None for a dimension means the asset is not partitioned by it."""
-    columns = {}
-    if days is not None:
-        columns["day"] = pl.Series("day", list(days), dtype=pl.Date)
-    if devices is not None:
-        columns["device_id"] = pl.Series("device_id", [check_device_id(d) for d in devices], dtype=pl.String)
-    return pl.DataFrame(columns).unique(maintain_order=True)
-
-
-def _checked_keys(obj: pl.DataFrame, keys: pl.DataFrame | None, table: str) -> pl.DataFrame | None:
-    """Check `obj` before it is written (its column names, and its rows' partitions among `keys`); return the
-    partition keys of its rows (None when the output is not partitioned)."""
-    check_columns(obj, table)
-    if keys is None:
-        return None
-    key_cols = keys.columns
-    missing = [c for c in key_cols if c not in obj.columns]
-    if missing:
-        raise StorageError(f"table {table}: output lacks partition column(s) {missing}")
-    if "day" in key_cols and obj.schema["day"] != pl.Date:
-        raise StorageError(f"table {table}: column 'day' must be a Date, got {obj.schema['day']}")
-    own = distinct(obj, key_cols)
-    stray = own.join(keys, on=key_cols, how="anti")
-    if stray.height:
-        raise StorageError(
-            f"table {table}: output has rows for partitions outside this run's keys, e.g. {stray.row(0, named=True)}"
-        )
-    return own
-
-
-@dataclass
-class FrameChunks:
-    """A partitioned output too large to hold at once, written batch by batch; each chunk holds whole partitions.
-    `metadata` may be filled while the chunks are produced; the writer records it once all of them are written."""
-
-    chunks: Iterable[pl.DataFrame]
-    metadata: dict = field(default_factory=dict)
-
-    def __iter__(self) -> Iterator[pl.DataFrame]:
-        return iter(self.chunks)
-
-
-def replace_partitions(
-    path: Path | str, schema: str, table: str, obj: pl.DataFrame | FrameChunks, keys: pl.DataFrame | None
-) -> int:
+def replace_partitions(path: Path | str, schema: str, table: str, obj: pl.DataFrame | FrameChunks,
+                       keys: pl.DataFrame | None, batch_rows: int) -> int:
     """Replace the rows of the given partitions (all rows when keys is None) with `obj`, a frame or the chunks of
     one. Returns the rows written.
 
@@ -192,16 +95,16 @@ def replace_partitions(
     with connect(path) as con:
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         if isinstance(obj, pl.DataFrame):
-            _checked_keys(obj, keys, table)
+            checked_keys(obj, keys, table)
             rows = _replace(con, schema, table, obj, keys)
         else:
-            rows = _replace_chunks(con, schema, table, obj, keys)
+            rows = _replace_chunks(con, schema, table, obj, keys, batch_rows)
         ensure_views(con, schema, table)
     return rows
 
 
 def _replace_chunks(con: duckdb.DuckDBPyConnection, schema: str, table: str, chunks: FrameChunks,
-                    keys: pl.DataFrame | None) -> int:
+                    keys: pl.DataFrame | None, batch_rows: int) -> int:
     """One transaction per batch of whole partitions; the run's partitions that got no rows are emptied last."""
     if keys is None:
         raise StorageError(f"table {table}: only a partitioned output can be written in chunks")
@@ -212,8 +115,8 @@ def _replace_chunks(con: duckdb.DuckDBPyConnection, schema: str, table: str, chu
     stored = _stored_keys(con, schema, table, keys)
     rows = 0
     written = keys.clear()
-    for batch in _batches(chunks, WRITE_BATCH_ROWS):
-        batch_keys = _checked_keys(batch, keys, table)
+    for batch in batches(chunks, batch_rows):
+        batch_keys = checked_keys(batch, keys, table)
         if batch_keys.join(written, on=keys.columns, how="semi").height:
             raise StorageError(f"table {table}: a partition spans two chunks (chunks must hold whole partitions)")
         rows += _replace(con, schema, table, batch, batch_keys.join(stored, on=keys.columns, how="semi"))
@@ -260,7 +163,7 @@ def _replace(con: duckdb.DuckDBPyConnection, schema: str, table: str, frame: pl.
             else:
                 existing = _table_columns(con, schema, table)
                 types = {r[0]: r[1] for r in con.execute("DESCRIBE SELECT * FROM _itap_new").fetchall()}
-                _check_nested_types(existing, types, f"{schema}.{table}")
+                check_nested_types(existing, types, f"{schema}.{table}")
                 for col in [c for c in frame.columns if c not in existing]:
                     con.execute(f'ALTER TABLE {qualified} ADD COLUMN "{col}" {types[col]}')
                 con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _itap_new").fetchall()
@@ -279,37 +182,6 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     except duckdb.TransactionException as exc:
         if "no transaction is active" not in str(exc):
             raise
-
-
-def _is_nested(sql_type: str) -> bool:
-    return sql_type.startswith(("STRUCT(", "MAP(")) or sql_type.endswith("]")
-
-
-def _check_nested_types(existing: dict[str, str], new: dict[str, str], table: str) -> None:
-    """DuckDB would cast a struct or list into a text column (and back) without a word; refuse instead, so a table
-    written by an older layout is never filled with the text form of the new one."""
-    for col, sql_type in new.items():
-        old = existing.get(col)
-        if old is not None and old != sql_type and (_is_nested(old) or _is_nested(sql_type)):
-            raise StorageError(
-                f"table {table}: column {col} is {old} in the file but the new rows have {sql_type} (the table was "
-                f"written by another ITAP version or configuration): DROP TABLE {table} and materialize it again"
-            )
-
-
-def _batches(chunks: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
-    """Consecutive chunks concatenated to at least `rows` rows: DuckDB inserts a large frame in parallel, and a
-    batch still holds a small part of a large output."""
-    pending: list[pl.DataFrame] = []
-    size = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        size += chunk.height
-        if size >= rows:
-            yield pl.concat(pending, how="vertical")
-            pending, size = [], 0
-    if pending:
-        yield pl.concat(pending, how="vertical")
 
 
 def ensure_ledgers(con: duckdb.DuckDBPyConnection, schema: str, tables: Iterable[str] = tuple(LEDGERS)) -> None:
@@ -377,3 +249,12 @@ def read_partitions(path: Path | str, schema: str, table: str, keys: pl.DataFram
         params = [bound for c in keys.columns for bound in (keys[c].min(), keys[c].max())]
         rows = frame_of(con.sql(f"SELECT * FROM {qualified} WHERE {where}", params=params))
         return sorted_by(rows.filter(in_keys(keys)), order)
+
+
+def update_row(con: duckdb.DuckDBPyConnection, schema: str, table: str, key: dict[str, object],
+               values: dict[str, object]) -> None:
+    """Set `values` on the ledger row whose primary key is `key` (a delivery's outcome in the outbox)."""
+    sets = ", ".join(f'"{check_column(c)}" = ?' for c in values)
+    where = " AND ".join(f'"{check_column(c)}" = ?' for c in key)
+    con.execute(f'UPDATE "{check_identifier(schema)}"."{check_identifier(table)}" SET {sets} WHERE {where}',
+                [*values.values(), *key.values()]).fetchall()
