@@ -122,8 +122,8 @@ class Warehouse(dg.ConfigurableResource):
     def query(self, sql: str, params: list | None = None, frames: dict[str, pl.DataFrame] | None = None
               ) -> pl.DataFrame:
         """Run a SELECT; `frames` are registered as views under their names (e.g. keys to join with)."""
-        with self.session() as session:
-            return session.query(sql, params, frames)
+        with storage.connect(self.database, for_sql=sql) as con:
+            return WarehouseSession(con).query(sql, params, frames)
 
     def has_table(self, table: str) -> bool:
         return storage.has_table(self.database, self.db_schema, storage.check_identifier(table))

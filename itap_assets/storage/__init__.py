@@ -12,6 +12,7 @@ Dagster, so the IO manager stays a thin adapter; `core/` knows nothing of storag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -59,17 +60,19 @@ def tree_for(path: Path | str) -> ParquetTree | None:
 
 
 @contextmanager
-def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
-    duckdb.DuckDBPyConnection
-]:
+def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S, for_sql: str | None = None
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection on which every table and view reads by its name: the DuckDB file (retried while another
-    process holds its lock), or in the Parquet mode an in-memory session over the tree (never waits)."""
+    process holds its lock), or in the Parquet mode an in-memory session over the tree (never waits). `for_sql`:
+    the one query the connection is for; a Parquet-mode session then makes only the views it names (making a
+    view reads the footers of all its files)."""
     tree = tree_for(path)
     if tree is None:
         with duckdb_file.connect(path, read_only=read_only, timeout_s=timeout_s) as con:
             yield con
         return
-    with catalog.session(tree, Path(path).stem) as con:
+    only = None if for_sql is None else set(re.findall(r"[a-z_][a-z0-9_]*", for_sql.lower()))
+    with catalog.session(tree, Path(path).stem, only) as con:
         yield con
 
 
@@ -83,7 +86,7 @@ def replace_partitions(path: Path | str, schema: str, table: str, obj: pl.DataFr
         return duckdb_file.replace_partitions(path, schema, table, obj, keys, WRITE_BATCH_ROWS)
     rows, changed = tree.replace_partitions(table, obj, keys)
     if changed or not Path(path).exists():
-        _refresh(tree, path)
+        _refresh(tree, path, table)
     return rows
 
 
@@ -94,8 +97,9 @@ def read_partitions(path: Path | str, schema: str, table: str, keys: pl.DataFram
     tree = tree_for(path)
     if tree is None:
         return duckdb_file.read_partitions(path, schema, table, keys)
-    with catalog.connection(tree) as con:
-        return tree.read_partitions(con, table, keys, where=f"{tree.url} (schema {schema})")
+    fs = tree.snapshot_fs()
+    with catalog.connection(tree, fs=fs) as con:
+        return tree.read_partitions(con, fs, table, keys, where=f"{tree.url} (schema {schema})")
 
 
 def has_table(path: Path | str, schema: str, table: str) -> bool:
@@ -107,16 +111,16 @@ def has_table(path: Path | str, schema: str, table: str) -> bool:
     if table in VIEWS:
         return all(has_table(path, schema, t) for t in VIEWS[table][0])
     if table in LEDGERS:
-        return tree.fs.exists(tree.ledger_schema_path(table).path)
+        return tree.has_ledger(table)
     return tree.key_columns(check_identifier(table)) is not None
 
 
-def _refresh(tree: ParquetTree, path: Path | str) -> None:
+def _refresh(tree: ParquetTree, path: Path | str, table: str) -> None:
     """The ledgers' schema files (views such as v_alerts read a ledger before anything was appended), then the
-    catalog file."""
+    catalog file's views of `table` (and of the ledgers, when just made)."""
     with catalog.connection(tree) as con:
-        tree.ensure_ledgers(con)
-    catalog.refresh_catalog(tree, path)
+        made = tree.ensure_ledgers(con)
+    catalog.refresh_catalog(tree, path, [table, *(LEDGERS if made else ())])
 
 
 @contextmanager
@@ -129,8 +133,8 @@ def open_ledgers(path: Path | str, schema: str) -> Iterator[duckdb.DuckDBPyConne
         return
     with catalog.session(tree, Path(path).stem) as con:
         if tree.ensure_ledgers(con) or not Path(path).exists():
-            catalog.create_views(con, tree)
-            catalog.refresh_catalog(tree, path)
+            catalog.create_views(con, tree, LEDGERS, dependents=True)
+            catalog.refresh_catalog(tree, path, LEDGERS)
         yield con
 
 

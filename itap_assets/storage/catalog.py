@@ -14,17 +14,19 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from itap_assets.ledgers import LEDGERS, ledger_key
 from itap_assets.storage.common import StorageError, table_exists
 from itap_assets.storage.duckdb_file import MEMORY_LIMIT
-from itap_assets.storage.parquet_tree import LEDGER_DIR, ParquetTree
+from itap_assets.storage.parquet_tree import HIVE_KEYS, ParquetTree
 from itap_assets.views import VIEWS, ledger_view, tree_table_view
 
 TREE_VARIABLE = "itap_tree"  # set on a session: the tree its ledger appends go to
@@ -32,49 +34,67 @@ MARKER = "_itap_catalog"  # a table of the catalog file naming its tree: what te
 _verified: set[Path] = set()
 
 
-def connection(tree: ParquetTree, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that reads the tree: object storage through the tree's fsspec filesystem (DuckDB's own
-    httpfs extension is not needed)."""
+def connection(tree: ParquetTree, database: str = ":memory:", fs=None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection that reads the tree: object storage through an fsspec filesystem, `fs` or a snapshot
+    one of its own (DuckDB's own httpfs extension is not needed)."""
     con = duckdb.connect(database, config={"memory_limit": MEMORY_LIMIT})
     if not tree.local:
-        con.register_filesystem(tree.fs)
+        con.register_filesystem(fs or tree.snapshot_fs())
     con.execute("SET parquet_metadata_cache = true")  # a footer is read once per session, not once per query
     return con
 
 
-def create_views(con: duckdb.DuckDBPyConnection, tree: ParquetTree, schema: str = "main") -> None:
-    """A view for every table and ledger of the tree, then the operator views whose tables exist."""
-    made = []
+def _columns(tree: ParquetTree, name: str) -> list[str]:
+    if name in LEDGERS:
+        with tree.fs.open(tree.ledger_schema_path(name).path, "rb") as fh:
+            return pq.read_schema(fh).names
+    return tree.columns(name)
+
+
+def create_views(con: duckdb.DuckDBPyConnection, tree: ParquetTree, only: Collection[str] | None = None,
+                 dependents: bool = False, schema: str = "main") -> None:
+    """A view for every table and ledger of the tree and the operator views whose tables all exist, or only for
+    the names in `only` (and, with `dependents`, the operator views that read one of them). Creating a view reads
+    the footers of all its files (DuckDB binds it), so a catalog update makes only the views that changed."""
+    present = []
     for table in tree.tables():
         keys = tree.key_columns(table)
         if keys is None:  # a first write that failed before its schema file
             continue
-        sql = tree_table_view(tree.sql_path(tree.glob(table)), [k for k in keys if k in ("day", "device_id")])
-        con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{table}" AS {sql}')
-        made.append(table)
-    ledgers_dir = (tree.root / LEDGER_DIR).path
-    listed = {Path(p).name for p in tree.fs.ls(ledgers_dir, detail=False)} if tree.fs.exists(ledgers_dir) else set()
+        present.append(table)
+        if only is None or table in only:
+            sql = tree_table_view(tree.sql_path(tree.glob(table)), [k for k in keys if k in HIVE_KEYS])
+            con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{table}" AS {sql}')
     for ledger in LEDGERS:
-        if ledger in listed and tree.fs.exists(tree.ledger_schema_path(ledger).path):
-            sql = ledger_view(tree.sql_path(tree.ledger_glob(ledger)), ledger_key(ledger))
-            con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{ledger}" AS {sql}')
-            made.append(ledger)
+        if tree.has_ledger(ledger):
+            present.append(ledger)
+            if only is None or ledger in only:
+                sql = ledger_view(tree.sql_path(tree.ledger_glob(ledger)), ledger_key(ledger))
+                con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{ledger}" AS {sql}')
     for name, (tables, build) in VIEWS.items():
-        if all(t in made for t in tables):
-            columns = {t: [row[0] for row in con.execute(f'DESCRIBE "{schema}"."{t}"').fetchall()] for t in tables}
+        wanted = only is None or name in only or (dependents and set(tables) & set(only))
+        if wanted and all(t in present for t in tables):
+            columns = {t: _columns(tree, t) for t in tables}
             con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{name}" AS {build(columns)}')
 
 
+def needed(names: Collection[str]) -> set[str]:
+    """`names` and the tables the operator views among them read."""
+    return set(names).union(*(VIEWS[n][0] for n in names if n in VIEWS))
+
+
 @contextmanager
-def session(tree: ParquetTree, catalog: str) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection with the tree's views in a catalog named `catalog` (the catalog file's stem, so
-    `itap.<table>` reads as in the DuckDB mode), which is also the default: unqualified names resolve."""
+def session(tree: ParquetTree, catalog: str, only: Collection[str] | None = None
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory connection with the tree's views (or those `only` names, and what they read) in a catalog named
+    `catalog` (the catalog file's stem, so `itap.<table>` reads as in the DuckDB mode), which is also the default:
+    unqualified names resolve."""
     con = connection(tree)
     try:
         con.execute(f'ATTACH \':memory:\' AS "{catalog}"')
         con.execute(f'USE "{catalog}"')
         con.execute(f"SET VARIABLE {TREE_VARIABLE} = ?", [json.dumps([tree.url, dict(tree.storage_options)])])
-        create_views(con, tree)
+        create_views(con, tree, None if only is None else needed(only))
         yield con
     finally:
         con.close()
@@ -115,17 +135,22 @@ def _check_is_catalog(path: Path) -> None:
     _verified.add(path)
 
 
-def refresh_catalog(tree: ParquetTree, path: Path | str) -> None:
-    """Rebuild the catalog file from the tree as it is now, atomically (see the module docstring)."""
+def refresh_catalog(tree: ParquetTree, path: Path | str, changed: Collection[str] | None = None) -> None:
+    """Update the catalog file, atomically (see the module docstring): a copy of it with the views of the `changed`
+    tables made again, or when it does not exist yet (or `changed` is None) one built from the whole tree."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_name(path.name + ".lock")):
         _check_is_catalog(path)
         temporary = path.with_name(f".{path.stem}-{uuid.uuid4().hex}.duckdb")
+        update = changed is not None and path.exists()
         try:
+            if update:
+                shutil.copyfile(path, temporary)
             with connection(tree, str(temporary)) as con:
-                con.execute(f"CREATE TABLE {MARKER} AS SELECT ? AS root", [tree.url])
-                create_views(con, tree)
+                if not update:
+                    con.execute(f"CREATE TABLE {MARKER} AS SELECT ? AS root", [tree.url])
+                create_views(con, tree, changed if update else None, dependents=True)
             os.replace(temporary, path)
             _verified.add(path)
         finally:

@@ -26,6 +26,7 @@ from functools import cached_property
 from pathlib import Path
 
 import duckdb
+import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,6 +93,15 @@ class ParquetTree:
     def fs(self):
         return self.root.fs
 
+    def snapshot_fs(self):
+        """A filesystem of its own for one SQL session or catalog build, that keeps the listings it made: DuckDB
+        asks for a file's size and age several times per read, a request each on object storage otherwise. Files
+        written by others after the session listed them are not seen by that session."""
+        if self.local:
+            return self.fs
+        options = {**dict(self.storage_options), "use_listings_cache": True, "skip_instance_cache": True}
+        return fsspec.filesystem(self.root.protocol, **options)
+
     @property
     def local(self) -> bool:
         return self.root.protocol in ("", "file", "local")
@@ -148,15 +158,18 @@ class ParquetTree:
             columns.append(marker.split("=")[0] if "=" in marker else marker.rsplit("-", 1)[0])
             level = level / marker
 
-    def hive_keys(self, table: str) -> tuple[str, ...]:
-        return tuple(c for c in self.key_columns(table) or () if c in HIVE_KEYS)
+    def columns(self, table: str) -> list[str]:
+        """The table's columns, as its schema file holds them (the union of all written)."""
+        with self.fs.open(self.schema_path(table, self.key_columns(table)).path, "rb") as fh:
+            return pq.read_schema(fh).names
 
     def glob(self, table: str) -> UPath:
         return self.table_dir(table) / "**" / PART
 
-    def files(self, table: str) -> list[str]:
-        """Every partition file of the table (the schema file included), as fsspec paths."""
-        return sorted(self.fs.glob(self.glob(table).path))
+    def files(self, table: str, fs=None) -> list[str]:
+        """Every partition file of the table (the schema file included), as fsspec paths, listed by `fs` (default:
+        the tree's)."""
+        return sorted((fs or self.fs).glob(self.glob(table).path))
 
     # --- files --------------------------------------------------------------------------------------------------
 
@@ -237,14 +250,15 @@ class ParquetTree:
         self.write_file(path, new)
         return True
 
-    def read_partitions(self, con: duckdb.DuckDBPyConnection, table: str, keys: pl.DataFrame | None,
+    def read_partitions(self, con: duckdb.DuckDBPyConnection, fs, table: str, keys: pl.DataFrame | None,
                         where: str) -> pl.DataFrame:
         """Rows of the given partitions (all rows when keys is None), ordered by partition and time, read through
-        `con` so that types come out as the DuckDB mode's (a file without a column reads it as NULL)."""
+        `con`, whose filesystem `fs` lists them, so that types come out as the DuckDB mode's (a file without a
+        column reads it as NULL)."""
         columns = self.key_columns(table)
         if columns is None:
             raise StorageError(f"table {table} does not exist in {where}: materialize asset '{table}' first")
-        files = self.files(table)
+        files = self.files(table, fs)
         schema = self.schema_path(table, columns).path
         if keys is not None:
             wanted = {self.part_path(table, key).path for key in keys.select(columns).iter_rows(named=True)}
@@ -272,11 +286,23 @@ class ParquetTree:
         made = False
         for table in tables:
             path = self.ledger_schema_path(table)
-            if self.fs.exists(path.path):
+            if table in self._ledgers_seen:
                 continue
-            self.write_file(path, con.sql(f"SELECT * FROM ({_ddl_select(con, table)}) LIMIT 0").to_arrow_table())
-            made = True
+            if not self.fs.exists(path.path):
+                self.write_file(path, con.sql(f"SELECT * FROM ({_ddl_select(con, table)}) LIMIT 0").to_arrow_table())
+                made = True
+            self._ledgers_seen.add(table)
         return made
+
+    def has_ledger(self, table: str) -> bool:
+        if table not in self._ledgers_seen and self.fs.exists(self.ledger_schema_path(table).path):
+            self._ledgers_seen.add(table)
+        return table in self._ledgers_seen
+
+    @cached_property
+    def _ledgers_seen(self) -> set[str]:
+        """Ledgers known to have their schema file (it is never removed)."""
+        return set()
 
     def append_ledger(self, table: str, rows: pa.Table) -> None:
         """One new file per append, named to sort in the order of writing (views.ledger_view)."""
