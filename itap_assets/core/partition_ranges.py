@@ -47,3 +47,16 @@ def rectangles(pairs: Iterable[tuple[date, str]], device_order: Sequence[str]) -
     if block:
         out += [(a, b, block[0], block[-1]) for a, b in day_runs(days_of[block[0]])]
     return out
+
+
+def device_chunks(devices: Sequence[str], chunks: int) -> list[list[str]]:
+    """`devices` (in registration order) cut into at most `chunks` contiguous blocks of near-equal size, so each
+    block is one range run and blocks run side by side without writing the same partition."""
+    n = max(1, min(chunks, len(devices)))
+    size, extra = divmod(len(devices), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < extra else 0)
+        out.append(list(devices[start:end]))
+        start = end
+    return [block for block in out if block]
