@@ -34,6 +34,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 test: dev
 	.ci/install_browser.sh
+	.ci/install_postgres.sh
 	$(BIN)/python -m pytest -q
 
 bench: dev
