@@ -2,9 +2,10 @@
 
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import dagster as dg
@@ -122,8 +123,8 @@ class Warehouse(dg.ConfigurableResource):
     def query(self, sql: str, params: list | None = None, frames: dict[str, pl.DataFrame] | None = None
               ) -> pl.DataFrame:
         """Run a SELECT; `frames` are registered as views under their names (e.g. keys to join with)."""
-        with storage.connect(self.database, for_sql=sql) as con:
-            return WarehouseSession(con).query(sql, params, frames)
+        with self.session() as session:
+            return session.query(sql, params, frames)
 
     def has_table(self, table: str) -> bool:
         return storage.has_table(self.database, self.db_schema, storage.check_identifier(table))
@@ -132,15 +133,18 @@ class Warehouse(dg.ConfigurableResource):
     def session(self) -> Iterator["WarehouseSession"]:
         """One connection for many queries: opening the file costs tens of milliseconds, which a loop over a
         hundred devices would pay a hundred times."""
-        with storage.connect(self.database) as con:
-            yield WarehouseSession(con)
+        with storage.sql_session(self.database) as (con, prepare):
+            yield WarehouseSession(con, prepare)
 
 
 @dataclass
 class WarehouseSession:
-    """Queries on one open connection (see `Warehouse.session`)."""
+    """Queries on one open connection (see `Warehouse.session`); `prepare(sql)` runs before each (storage.sql_session:
+    the Parquet mode makes the views a query names), one thread at a time."""
 
     con: duckdb.DuckDBPyConnection
+    prepare: Callable[[str], None] = lambda sql: None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cursor(self) -> "WarehouseSession":
         """A session on the same database for use in another thread (a DuckDB connection is not thread-safe), with
@@ -148,10 +152,12 @@ class WarehouseSession:
         catalog = self.con.execute("SELECT current_database()").fetchall()[0][0]
         cursor = self.con.cursor()
         cursor.execute(f'USE "{catalog}"')
-        return WarehouseSession(cursor)
+        return WarehouseSession(cursor, self.prepare, self.lock)
 
     def query(self, sql: str, params: list | None = None, frames: dict[str, pl.DataFrame] | None = None
               ) -> pl.DataFrame:
+        with self.lock:
+            self.prepare(sql)
         for name, frame in (frames or {}).items():
             self.con.register(storage.check_identifier(name), frame)
         return storage.frame_of(self.con.sql(sql, params=params or None))

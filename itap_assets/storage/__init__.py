@@ -13,7 +13,7 @@ Dagster, so the IO manager stays a thin adapter; `core/` knows nothing of storag
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -35,7 +35,7 @@ __all__ = [
     "FrameChunks", "LOCK_TIMEOUT_S", "MEMORY_LIMIT", "ParquetTree", "StorageError", "WRITE_BATCH_ROWS", "append_rows",
     "check_column", "check_columns", "check_device_id", "check_identifier", "connect", "ensure_ledgers",
     "ensure_views", "frame_of", "has_table", "open_ledgers", "partition_frame", "read_partitions",
-    "replace_partitions", "table_exists", "tree_for", "update_row",
+    "replace_partitions", "sql_session", "table_exists", "tree_for", "update_row",
 ]
 
 WRITE_BATCH_ROWS = 1_000_000  # DuckDB mode: rows per INSERT when an output comes in chunks
@@ -60,20 +60,40 @@ def tree_for(path: Path | str) -> ParquetTree | None:
 
 
 @contextmanager
-def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S, for_sql: str | None = None
-            ) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(path: Path | str, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[
+    duckdb.DuckDBPyConnection
+]:
     """A connection on which every table and view reads by its name: the DuckDB file (retried while another
-    process holds its lock), or in the Parquet mode an in-memory session over the tree (never waits). `for_sql`:
-    the one query the connection is for; a Parquet-mode session then makes only the views it names (making a
-    view reads the footers of all its files)."""
+    process holds its lock), or in the Parquet mode an in-memory session over the tree (never waits)."""
     tree = tree_for(path)
     if tree is None:
         with duckdb_file.connect(path, read_only=read_only, timeout_s=timeout_s) as con:
             yield con
         return
-    only = None if for_sql is None else set(re.findall(r"[a-z_][a-z0-9_]*", for_sql.lower()))
-    with catalog.session(tree, Path(path).stem, only) as con:
+    with catalog.session(tree, Path(path).stem) as con:
         yield con
+
+
+@contextmanager
+def sql_session(path: Path | str) -> Iterator[tuple[duckdb.DuckDBPyConnection, Callable[[str], None]]]:
+    """`connect` for queries not known in advance, and `prepare(sql)` to call before each (one thread at a time): a
+    Parquet-mode session then makes only the views its queries name (making a view reads the footers of all its
+    files), a DuckDB-mode one has nothing to prepare."""
+    tree = tree_for(path)
+    if tree is None:
+        with duckdb_file.connect(path) as con:
+            yield con, lambda sql: None
+        return
+    with catalog.session(tree, Path(path).stem, only=()) as con:
+        made: set[str] = set()
+
+        def prepare(sql: str) -> None:
+            names = catalog.needed(set(re.findall(r"[a-z_][a-z0-9_]*", sql.lower()))) - made
+            if names:
+                catalog.create_views(con, tree, names)
+                made.update(names)
+
+        yield con, prepare
 
 
 def replace_partitions(path: Path | str, schema: str, table: str, obj: pl.DataFrame | FrameChunks,

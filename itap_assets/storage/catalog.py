@@ -135,22 +135,26 @@ def _check_is_catalog(path: Path) -> None:
     _verified.add(path)
 
 
-def refresh_catalog(tree: ParquetTree, path: Path | str, changed: Collection[str] | None = None) -> None:
+def refresh_catalog(tree: ParquetTree, path: Path | str, changed: Collection[str]) -> None:
     """Update the catalog file, atomically (see the module docstring): a copy of it with the views of the `changed`
-    tables made again, or when it does not exist yet (or `changed` is None) one built from the whole tree."""
+    tables and ledgers made again, or when it does not exist yet one built from the whole tree."""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_name(path.name + ".lock")):
         _check_is_catalog(path)
         temporary = path.with_name(f".{path.stem}-{uuid.uuid4().hex}.duckdb")
-        update = changed is not None and path.exists()
+        update = path.exists()
         try:
             if update:
                 shutil.copyfile(path, temporary)
             with connection(tree, str(temporary)) as con:
-                if not update:
+                if update:  # also the tables an interrupted writer left out of the catalog
+                    views = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+                    create_views(con, tree, {*changed, *(t for t in tree.tables() if t not in views)},
+                                 dependents=True)
+                else:
                     con.execute(f"CREATE TABLE {MARKER} AS SELECT ? AS root", [tree.url])
-                create_views(con, tree, changed if update else None, dependents=True)
+                    create_views(con, tree)
             os.replace(temporary, path)
             _verified.add(path)
         finally:
