@@ -84,7 +84,7 @@ def sql_session(path: Path | str) -> Iterator[tuple[duckdb.DuckDBPyConnection, C
         with duckdb_file.connect(path) as con:
             yield con, lambda sql: None
         return
-    with catalog.session(tree, Path(path).stem, only=()) as con:
+    with catalog.session(tree, Path(path).stem, views=False) as con:
         made: set[str] = set()
 
         def prepare(sql: str) -> None:

@@ -84,17 +84,17 @@ def needed(names: Collection[str]) -> set[str]:
 
 
 @contextmanager
-def session(tree: ParquetTree, catalog: str, only: Collection[str] | None = None
-            ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection with the tree's views (or those `only` names, and what they read) in a catalog named
-    `catalog` (the catalog file's stem, so `itap.<table>` reads as in the DuckDB mode), which is also the default:
-    unqualified names resolve."""
+def session(tree: ParquetTree, catalog: str, views: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory connection with the tree's views (or none yet: the caller makes those it needs) in a catalog
+    named `catalog` (the catalog file's stem, so `itap.<table>` reads as in the DuckDB mode), which is also the
+    default: unqualified names resolve."""
     con = connection(tree)
     try:
         con.execute(f'ATTACH \':memory:\' AS "{catalog}"')
         con.execute(f'USE "{catalog}"')
         con.execute(f"SET VARIABLE {TREE_VARIABLE} = ?", [json.dumps([tree.url, dict(tree.storage_options)])])
-        create_views(con, tree, None if only is None else needed(only))
+        if views:
+            create_views(con, tree)
         yield con
     finally:
         con.close()

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -123,9 +124,10 @@ class ParquetTree:
 
     def tables(self) -> list[str]:
         """The tables that have files, in name order."""
-        if not self.fs.exists(self.root.path):
+        try:
+            names = [Path(p).name for p in self.fs.ls(self.root.path, detail=False)]
+        except FileNotFoundError:
             return []
-        names = (Path(p).name for p in self.fs.ls(self.root.path, detail=False))
         return sorted(n for n in names if not n.startswith(("_", ".")))
 
     @cached_property
@@ -187,6 +189,8 @@ class ParquetTree:
         try:
             with self.fs.open(temporary.path, "wb") as fh:
                 _write(table, fh)
+                fh.flush()
+                os.fsync(fh.fileno())  # on disk before the rename makes it the partition's file
             self.fs.mv(temporary.path, path.path)
         finally:
             if self.fs.exists(temporary.path):
@@ -281,10 +285,10 @@ class ParquetTree:
     def ledger_glob(self, table: str) -> UPath:
         return self.ledger_dir(table) / "*.parquet"
 
-    def ensure_ledgers(self, con: duckdb.DuckDBPyConnection, tables: Iterable[str] = tuple(LEDGERS)) -> bool:
+    def ensure_ledgers(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Give each ledger its schema file (zero rows, the DDL's types) when it has none; True if one was made."""
         made = False
-        for table in tables:
+        for table in LEDGERS:
             path = self.ledger_schema_path(table)
             if table in self._ledgers_seen:
                 continue
@@ -295,6 +299,7 @@ class ParquetTree:
         return made
 
     def has_ledger(self, table: str) -> bool:
+        """Whether the ledger has its schema file (views can read it)."""
         if table not in self._ledgers_seen and self.fs.exists(self.ledger_schema_path(table).path):
             self._ledgers_seen.add(table)
         return table in self._ledgers_seen
