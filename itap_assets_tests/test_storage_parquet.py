@@ -211,12 +211,16 @@ def test_a_duckdb_mode_database_is_never_replaced_by_a_catalog(tmp_path, monkeyp
         storage.replace_partitions(db, "main", "t", rows(D1, "A"), keys_of((D1, "A")))
 
 
-def test_the_mode_decides_the_pools_and_a_parquet_mode_without_root_is_one_line(tmp_path):
+def test_the_mode_decides_the_pools_and_a_bad_storage_setting_is_one_line(tmp_path, monkeypatch):
     duck, parquet = Settings(), Settings.model_validate(parquet_settings("/x"))
     assert (writer_pool(duck), delivery_pool(duck)) == (DUCKDB_POOL, DUCKDB_POOL)
     assert (writer_pool(parquet), delivery_pool(parquet)) == (None, NOTIFICATIONS_POOL)
     with pytest.raises(SettingsError, match=r"itap.yaml: storage: .*storage.mode: parquet needs storage.root"):
         load_settings(write_config(tmp_path / "itap.yaml", {"storage": {"mode": "parquet"}}))
+    p = deployment(monkeypatch, tmp_path / "nope", parquet_settings("nope://bucket/itap"))
+    p.instance.dispose()
+    with pytest.raises(storage.StorageError, match=r"^storage.root: cannot use 'nope://bucket/itap': .*nope"):
+        write(p.db_path, "t", rows(D1, "A"), (D1, "A"))
 
 
 def test_on_object_storage_files_views_and_ledgers_work_alike(s3_server, tmp_path, monkeypatch):  # noqa: F811

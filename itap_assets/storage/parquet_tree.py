@@ -88,7 +88,12 @@ class ParquetTree:
         if "://" in self.url and not self.url.startswith("file://"):
             # Another process's files must show at once: fsspec would otherwise keep a listing forever.
             options.setdefault("use_listings_cache", False)
-        return UPath(self.url, **options)
+        try:
+            root = UPath(self.url, **options)
+            root.fs  # noqa: B018 - a filesystem without its fsspec package fails here, naming the setting
+        except (ImportError, ValueError, TypeError) as exc:
+            raise StorageError(f"storage.root: cannot use {self.url!r}: {exc}") from exc
+        return root
 
     @property
     def fs(self):
