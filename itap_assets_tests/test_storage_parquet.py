@@ -246,8 +246,8 @@ DAYS = ["2026-01-01", "2026-01-02"]
 # configs/itap.yaml's fleet and settings, smaller and coarser: the whole graph three times stays within seconds
 # (on the S3 server every file costs requests).
 DEMO = {"simulation": {"devices": 2, "days": 2, "sample_interval_s": 60, "fault_rate": 3.0, "seed": 3}}
-MONTH_DEVICES = ["DEV-0001", "DEV-0002"]
-MONTH = {"simulation": {"devices": 2, "days": 30, "sample_interval_s": 600, "healthy_days": 7, "fault_rate": 0.3,
+MONTH_DEVICES = ["DEV-0001"]  # the device dimension is the demo's: here 30 days in one backfill run
+MONTH = {"simulation": {"devices": 1, "days": 30, "sample_interval_s": 600, "healthy_days": 7, "fault_rate": 0.5,
                         "seed": 5}, "model": {"training": {"first_days": 7}}}
 
 
