@@ -7,26 +7,32 @@ import dagster as dg
 
 from itap_assets.core.partition_ranges import rectangles
 from itap_assets.jobs import daily_job, fleet_job, training_job
-from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags
+from itap_assets.partitions import DEVICE, day_device_key, invalid_devices, range_tags, split_key
 
 
-def device_ranges(context: dg.ScheduleEvaluationContext) -> list[tuple[str, str]]:
-    """(first, last) of each block of consecutive registered devices that are valid ids, in registration order:
-    one range for a healthy fleet; a key added by hand that is not a valid id is reported and falls between two
-    ranges, so no run includes it."""
+def device_ranges(context: dg.ScheduleEvaluationContext, skip: set[str] = frozenset()) -> list[tuple[str, str]]:
+    """(first, last) of each block of consecutive registered devices that are valid ids and not in `skip`, in
+    registration order: one range for a healthy fleet; a key added by hand that is not a valid id is reported and
+    falls between two ranges, so no run includes it."""
     keys = context.instance.get_dynamic_partitions(DEVICE)
-    bad = set(invalid_devices(keys, context.log.warning))
+    bad = set(invalid_devices(keys, context.log.warning)) | set(skip)
     return [(a, b) for _, _, a, b in rectangles(((date.min, d) for d in keys if d not in bad), keys)]
 
 
 @dg.schedule(job=daily_job, cron_schedule="0 1 * * *", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED)
 def daily_schedule(context: dg.ScheduleEvaluationContext):
-    """At 01:00 UTC: yesterday × every registered device, ingest to alerts, as one run (not one per device)."""
-    ranges = device_ranges(context)
-    if not ranges:
+    """At 01:00 UTC: yesterday × every registered device whose yesterday has not been featurized yet (the
+    device_discovery sensor runs a day as soon as its files arrive), ingest to alerts, as one run (not one per
+    device). A day run twice would only cost time: runs are deterministic."""
+    if not context.instance.get_dynamic_partitions(DEVICE):
         return dg.SkipReason("no devices registered yet (the device_discovery sensor registers them)")
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
+    done = {split_key(k)[1] for k in context.instance.get_materialized_partitions(dg.AssetKey("features"))
+            if split_key(k)[0] == yesterday}
+    ranges = device_ranges(context, skip=done)
+    if not ranges:
+        return dg.SkipReason(f"{yesterday} is featurized for every registered device already")
     return [dg.RunRequest(
         run_key=f"daily-{yesterday}" + (f"-{i}" if i else ""),
         tags=range_tags(day_device_key(yesterday, first), day_device_key(yesterday, last)),

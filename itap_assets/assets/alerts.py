@@ -1,13 +1,13 @@
 """alerts: flagged, explained points become few routed incidents through the YAML rules."""
 
 import base64
-from datetime import datetime, time
+from datetime import date, datetime, time, timedelta
 
 import dagster as dg
 import polars as pl
 
 from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs, run_keys
-from itap_assets.assets.metadata import markdown_table
+from itap_assets.assets.metadata import add_partition_metadata, markdown_table
 from itap_assets.core.alerting import evaluate_alerts, grouping_reach_minutes
 from itap_assets.core.plots import device_day_png
 from itap_assets.resources import AlertRules, ItapConfig, Warehouse
@@ -83,16 +83,27 @@ def device_day_plots(keys: pl.DataFrame, scores: pl.DataFrame, explanations: pl.
     return "\n\n".join(parts) or "_no partitions_"
 
 
+def day_snapshot(points: pl.DataFrame, scores: pl.DataFrame, alert_rules: AlertRules, day: date) -> pl.DataFrame:
+    """The incidents of `day` as they stood at its end, from the evidence up to then: what a run of that day
+    alone writes, so that a backfill writes the same rows (an incident still firing at midnight has a row on
+    each day it was active, and itap.v_alerts shows its latest)."""
+    start, end = datetime.combine(day, time.min), datetime.combine(day + timedelta(days=1), time.min)
+    data_end = scores.filter(pl.col("ts") < end).group_by("device_id").agg(pl.col("ts").max().alias("data_end"))
+    found = evaluate_alerts(points.filter(pl.col("ts") < end), alert_rules.rules, window_start=start,
+                            data_end=data_end)
+    return found.with_columns(pl.col("end_ts").dt.date().alias("day")).filter(pl.col("day") == day) \
+        .select(ALERT_COLUMNS)
+
+
 @day_device_asset(ins=previous_day_inputs("scores", "explanations"), group_name="report", kinds={"duckdb"})
 def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
            alert_rules: AlertRules, itap_config: ItapConfig, warehouse: Warehouse) -> pl.DataFrame:
     """One row per incident, one incident per device and stretch of evidence: what happened (cause), how bad
     (severity, max score relative to the threshold), how sure (confidence), why (families, top features), who owns
     it (route), what to do (action) and whether it is still firing. An incident belongs to the day its latest
-    event falls on; one spanning any number of midnights keeps its start and alert_id (`earlier_evidence`;
-    itap.v_alerts shows its latest state)."""
+    event falls on, as it stood at the end of that day; one spanning any number of midnights keeps its start and
+    alert_id (`earlier_evidence`) and has a row on each of its days (itap.v_alerts shows its latest state)."""
     keys = run_keys(context)
-    data_end = scores.group_by("device_id").agg(pl.col("ts").max().alias("data_end"))
     evidence_scores, evidence_explanations = scores, explanations
     earlier = earlier_evidence(warehouse, scores, grouping_reach_minutes(alert_rules.rules))
     if earlier is not None:
@@ -100,10 +111,14 @@ def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations
         evidence_explanations = pl.concat([earlier[1].select(explanations.columns), explanations], how="vertical_relaxed")
     column = itap_config.settings.alerts.point_tags
     tags = point_tags(warehouse, column, evidence_scores) if column else None
-    found = evaluate_alerts(rule_points(evidence_scores, evidence_explanations, tags), alert_rules.rules,
-                            window_start=datetime.combine(keys["day"].min(), time.min), data_end=data_end)
-    out = own_partitions(found.with_columns(pl.col("end_ts").dt.date().alias("day")).select(ALERT_COLUMNS), keys)
+    points = rule_points(evidence_scores, evidence_explanations, tags)
+    out = own_partitions(pl.concat([day_snapshot(points, scores, alert_rules, day)
+                                    for day in keys["day"].unique().sort()], how="vertical_relaxed"), keys)
     active = out.filter(pl.col("suppressed_by").is_null())
+    add_partition_metadata(context, "alerts", out.with_columns(active=pl.col("suppressed_by").is_null()), keys, {
+        "dagster/row_count": pl.len(), "alerts": pl.len(), "active": pl.col("active").sum(),
+        "critical": (pl.col("active") & (pl.col("severity") == "CRITICAL")).sum(),
+        "firing": (pl.col("active") & (pl.col("status") == "firing")).sum()})
     context.add_output_metadata(
         {
             "plots": dg.MetadataValue.md(device_day_plots(keys, scores, explanations, active)),

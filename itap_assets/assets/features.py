@@ -6,15 +6,16 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from itap_assets.assets.metadata import markdown_table
+from itap_assets.assets.metadata import add_partition_metadata, markdown_table
 from itap_assets.assets.validation import PARTITION_STATUS
 from itap_assets.core.drift import PSI_DRIFT, drifted_features
-from itap_assets.core.features import OUTPUT_KEY_COLUMNS, device_day_feature_chunks, feature_registry
+from itap_assets.core.feature_days import features_by_day
+from itap_assets.core.features import OUTPUT_KEY_COLUMNS, feature_registry
 from itap_assets.core.partition_status import EXCLUDED
 from itap_assets.core.scoring import feature_matrix, latest_models
 from itap_assets.core.windows import feature_windows, window_plan
 from itap_assets.assets.common import (
-    day_device_asset, device_features, keys_by_device, own_partitions, previous_day_inputs, run_keys,
+    day_device_asset, device_features, keys_by_device, previous_day_inputs, run_keys,
 )
 from itap_assets.partitions import day_device_partitions
 from itap_assets.resources import ItapConfig, Warehouse
@@ -113,11 +114,15 @@ def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_co
 
     def own_chunks():
         nulls: dict[str, list[str]] = {}
-        for chunk in device_day_feature_chunks(validated, families, windows):
-            chunk = own_partitions(chunk, featured)
+        counts = []
+        for chunk in features_by_day(validated, families, windows, featured):
             metadata["warmup_rows"] += int(chunk["warmup"].sum())
             nulls.update(all_null_features(chunk))
+            counts.append(chunk.group_by("day", "device_id").agg(rows=pl.len(), warmup=pl.col("warmup").sum()))
             yield chunk
+        per = pl.concat(counts).group_by("day", "device_id").agg(pl.col("rows", "warmup").sum())
+        add_partition_metadata(context, "features", per, keys, {
+            "dagster/row_count": pl.col("rows").sum(), "warmup_rows": pl.col("warmup").sum()})
         plan = window_plan(validated, windows, families).join(keys.select("device_id").unique(), on="device_id",
                                                               how="semi")
         metadata["windows"] = dg.MetadataValue.md(windows_table(plan, nulls, fixed))

@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from itap_assets.assets.common import device_features, keys_by_device, run_keys
-from itap_assets.assets.metadata import markdown_table
+from itap_assets.assets.metadata import add_partition_metadata, markdown_table
 from itap_assets.assets.model import baseline_status_of
 from itap_assets.core.explain import explained_families, feature_family_map
 from itap_assets.core.features import model_feature_specs
@@ -23,15 +23,20 @@ from itap_assets.partitions import day_device_partitions, device_of_day
 from itap_assets.resources import ItapConfig, Warehouse, WarehouseSession, writer_pool
 from itap_assets.settings import Settings
 
-MODEL_INPUT = dg.AssetIn("model", partition_mapping=device_of_day)
+# Models are read through the warehouse, not loaded as an input: before the first training there is no model
+# table, and a daily run on day one must still ingest the fleet and list every device as not scored.
+MODEL_DEP = dg.AssetDep("model", partition_mapping=device_of_day)
 
 
-def _models_for(context: dg.AssetExecutionContext, keys: pl.DataFrame, model: pl.DataFrame,
+def _models_for(context: dg.AssetExecutionContext, keys: pl.DataFrame, warehouse: Warehouse,
                 session: WarehouseSession, settings: Settings) -> tuple[dict[str, dict], pl.DataFrame]:
     """The model each device of the run is scored with (model.pins, else its newest version) and the status of the
     devices without a model: they are skipped, never a failed run for the rest of the fleet; the training sensor
     trains each once its baseline is complete."""
-    chosen, untrained = scoring_models(model, keys["device_id"].unique().to_list(), settings.model.pins)
+    devices = keys.select("device_id").unique()
+    model = session.query("SELECT m.* FROM model m JOIN _devices USING (device_id)", frames={"_devices": devices}) \
+        if warehouse.has_table("model") else pl.DataFrame(schema={"device_id": pl.String, "version": pl.Int64})
+    chosen, untrained = scoring_models(model, devices["device_id"].to_list(), settings.model.pins)
     waiting = baseline_status_of(session, settings, untrained).drop("start", "end")
     for device, status, rows, needed, progress in waiting.rows():
         context.log.warning(f"device {device} has no model yet and is not scored: baseline {status} ({progress}, "
@@ -54,15 +59,14 @@ def _models_for(context: dg.AssetExecutionContext, keys: pl.DataFrame, model: pl
             kinds={"duckdb"}, is_required=False,
         ),
     },
-    ins={"model": MODEL_INPUT},
-    deps=["features"],
+    deps=[MODEL_DEP, "features"],
     partitions_def=day_device_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=writer_pool(),
     group_name="detect",
     can_subset=True,
 )
-def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: Warehouse, itap_config: ItapConfig):
+def scoring(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config: ItapConfig):
     """Score every point and explain the flagged ones in one pass over the features: a day of a large fleet's
     features is gigabytes, read one device at a time, and reading them a second time to explain a few percent of
     the points cost more than the explaining. Either output can be materialized alone (explanations still need
@@ -72,9 +76,10 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
     keys = run_keys(context)
     with warehouse.session() as session:
         try:
-            latest, untrained = _models_for(context, keys, model, session, settings)
+            latest, untrained = _models_for(context, keys, warehouse, session, settings)
         except PinError as exc:
             raise dg.Failure(description=str(exc)) from None
+    run_partitions = keys
     keys = keys.filter(pl.col("device_id").is_in(list(latest)))
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     explain = "explanations" in selected
@@ -110,10 +115,14 @@ def scoring(context: dg.AssetExecutionContext, model: pl.DataFrame, warehouse: W
                 explained.append(explanation)
     if "scores" in selected:
         out = pl.concat(scored) if scored else pl.DataFrame(schema=SCORES_SCHEMA)
+        add_partition_metadata(context, "scores", out, run_partitions, {
+            "dagster/row_count": pl.len(), "rows": pl.len(), "flagged": pl.col("is_anomaly").sum()})
         yield dg.Output(out, output_name="scores", metadata=_scores_metadata(out, untrained))
     if explain:
         out = pl.concat(explained) if explained else \
             pl.DataFrame(schema=explanations_schema(explained_families(list(families), families)))
+        add_partition_metadata(context, "explanations", out, run_partitions, {
+            "dagster/row_count": pl.len(), "explained_points": pl.len()})
         yield dg.Output(out, output_name="explanations", metadata=_explanations_metadata(out))
 
 

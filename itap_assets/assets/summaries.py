@@ -13,8 +13,9 @@ from itap_assets.partitions import DAY, day_partitions
 ALL_DEVICES_OF_DAY = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DAY)
 
 
-@day_device_asset(ins={**previous_day_inputs("scores", "explanations"), "alerts": dg.AssetIn()}, group_name="report",
-                  kinds={"duckdb"})
+# Alerts of day D-1 too: its health (against which day D's change is measured) counts that day's incidents, in a
+# run of day D alone as in a backfill.
+@day_device_asset(ins=previous_day_inputs("scores", "explanations", "alerts"), group_name="report", kinds={"duckdb"})
 def device_summaries(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations: pl.DataFrame,
                      alerts: pl.DataFrame) -> pl.DataFrame:
     """Per device and day: points scored, flagged count and share, mean/p95/max score, dominant families, top

@@ -59,7 +59,6 @@ from itap_assets.core.windows import (
     device_intervals,
     feature_windows,
     is_grouped_sorted,
-    sample_interval_us,
 )
 
 if TYPE_CHECKING:
@@ -77,6 +76,7 @@ ROBUST_Z_CLIP = 50.0
 BAND_LOW_MAX = 0.25
 BAND_HIGH_MIN = 0.5
 MAX_SPECTRAL_MISSING = 0.25  # a block with more NULL samples than this share gives no spectrum
+F32_RESOLUTION = 2.0**-24  # relative: deltas smaller than this of the reading are rounding residue
 CHUNK_ROWS = 50_000  # rows per unit of work (whole devices; a bigger device is a chunk of its own)
 GRID_MAX_EXPANSION = 3.0  # regular-grid fast path only while gaps at most triple the rows
 
@@ -428,17 +428,13 @@ def device_day_feature_chunks(
     if not is_grouped_sorted(df):
         df = df.sort(["device_id", "ts"], maintain_order=True)
 
-    if w.auto is None:  # fixed windows: one interval for the frame (grid fast path and spectral blocks)
-        dt_us = sample_interval_us(df)
-        dev = pl.col("device_id")
-        dev_first = df.select(pl.arg_where((dev != dev.shift(1)).fill_null(True))).to_series().to_numpy()
-        new_chunk = np.r_[True, np.diff(dev_first // max(chunk_rows, 1)) > 0]
-        durations = [Durations.fixed(w, dt_us, fft_block)] * int(new_chunk.sum())
-    else:  # auto windows: each device's own interval; a chunk holds devices of one interval
-        dev_first, _, dev_dt, _ = device_intervals(df)
-        new_chunk = np.r_[True, np.diff(dev_first // max(chunk_rows, 1)) > 0]
-        new_chunk[1:] |= dev_dt[1:] != dev_dt[:-1]
-        durations = [Durations.automatic(w, int(dt) or None, fft_block) for dt in dev_dt[new_chunk]]
+    # Each device's own interval (grid fast path, spectral blocks, auto windows), never the frame's: a device's
+    # features do not depend on which other devices share the run. A chunk holds devices of one interval.
+    dev_first, _, dev_dt, _ = device_intervals(df)
+    new_chunk = np.r_[True, np.diff(dev_first // max(chunk_rows, 1)) > 0]
+    new_chunk[1:] |= dev_dt[1:] != dev_dt[:-1]
+    durations = [Durations.automatic(w, int(dt) or None, fft_block) if w.auto is not None
+                 else Durations.fixed(w, int(dt) or None, fft_block) for dt in dev_dt[new_chunk]]
     cuts = dev_first[new_chunk]
     bounds = np.append(cuts, df.height)
     chunks = ((df.slice(int(a), int(b - a)), d) for a, b, d in zip(bounds[:-1], bounds[1:], durations))
@@ -583,17 +579,27 @@ def _features_sorted(
             idx, last_row = _block_slots(ts_np, starts, lengths, fft_block, sblk[starts] * (fft_block * dt_us), dt_us)
             slots = (idx, last_row, dt_us)
         del sblk, new_run
+        dev_np = np.cumsum(base["_start"].to_numpy()) - 1
         for s in spectral:
             last, vals = _spectra(base[s].to_numpy(), ts_np, starts, lengths, fft_block, slots)
             if not last.size:
                 continue
-            # a row gets the last usable block that ended at or before it, within the horizon
+            # a row gets the last usable block that ended at or before it, within the horizon; an auto block
+            # missing its last samples ends at its last slot all the same, not at its last row (else a block cut
+            # by the end of the data would serve rows that, once the rest of the block arrives, use another)
+            end_key = key_np[last]
+            if d.auto:
+                block_us = fft_block * dt_us
+                end_key = end_key + (ts_np[last] // block_us * block_us + (fft_block - 1) * dt_us - ts_np[last])
+            avail = np.searchsorted(key_np, end_key, side="left")
+            mine = avail < ts_np.size
+            mine[mine] &= dev_np[avail[mine]] == dev_np[last[mine]]
             pos = np.full(ts_np.size, -1, dtype=np.int64)
-            pos[last] = np.arange(last.size)
+            pos[avail[mine]] = np.flatnonzero(mine)
             pos = np.maximum.accumulate(pos)
             got = pos >= 0
             pos = np.maximum(pos, 0)
-            got &= key_np - key_np[last][pos] <= horizon_us
+            got &= key_np - end_key[pos] <= horizon_us
             pick = np.where(got, pos, last.size)  # the extra last entry is NaN -> NULL
             table = np.vstack([vals, np.full((1, 3), np.nan)]).T.astype(np.float32)
             for j, kind in enumerate(("dom_freq", "band_energy_low", "band_energy_high")):
@@ -636,7 +642,12 @@ def _features_sorted(
         var, vt, vtx = pl.col(f"_var|{s}|{w.long}"), pl.col(f"_vt|{s}"), pl.col(f"_vtx|{s}")
         exprs[feature_name(s, "slope", w.long)] = pl.when(vt > 1e-12).then((vtx - vt - var) / (2.0 * vt))
         for win in w.delta:
-            exprs[feature_name(s, "delta", win)] = x - pl.col(f"_mean|{s}|{win}")
+            # a sliding mean carries the rounding residue of the rows before it in the frame (~1e-13): a delta
+            # below the reading's float32 resolution is that residue, not a change, and is 0 however the runs
+            # were cut (else a window of one sample would store 1e-13 or 0 depending on the frame)
+            delta = x - pl.col(f"_mean|{s}|{win}")
+            exprs[feature_name(s, "delta", win)] = pl.when(delta.abs() <= x.abs() * F32_RESOLUTION).then(0.0) \
+                .otherwise(delta)
         exprs[feature_name(s, "robust_z", w.mid)] = ((x - pl.col(f"_rmed|{s}")) / pl.col(f"_rscale|{s}")).clip(
             -ROBUST_Z_CLIP, ROBUST_Z_CLIP
         )

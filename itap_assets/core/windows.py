@@ -176,18 +176,6 @@ def is_grouped_sorted(df: pl.DataFrame) -> bool:
     return out[0] == out[1] and not out[2]
 
 
-def sample_interval_us(df: pl.DataFrame) -> int | None:
-    """Most common positive interval between consecutive samples of a device (ties: the shortest)."""
-    d = (
-        df.select(d=pl.col("ts").dt.epoch("us").diff(), same=pl.col("device_id") == pl.col("device_id").shift(1))
-        .filter(pl.col("same"), pl.col("d") > 0)
-        .group_by("d")
-        .len()
-        .sort(["len", "d"], descending=[True, False])
-    )
-    return None if d.height == 0 else int(d["d"][0])
-
-
 def device_intervals(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Per device of a frame grouped by device and sorted by ts, in order of appearance: its first row, its
     rows, its sample interval in µs (0: unknown) and how it was found ("mode", "median" or "unknown").

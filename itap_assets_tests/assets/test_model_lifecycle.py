@@ -137,3 +137,13 @@ def test_a_pin_to_a_missing_version_fails_naming_device_and_version(two_versions
     message = failure.step_failure_data.error.message
     assert "device DEV-0001 is pinned to model version 3 (model.pins 'DEV-00*') but its registry holds version(s) " \
            "[1, 2]" in message and "device DEV-0002" in message
+
+
+def test_a_daily_run_before_any_model_exists_ingests_the_fleet_and_lists_every_device_as_not_scored(make_pipeline):
+    p = make_pipeline(FLEET)
+    p.register("DEV-0001", "DEV-0002")
+    daily = _run(p, daily_job, f"{DAYS[0]}|DEV-0001", f"{DAYS[0]}|DEV-0002")  # no model table at all yet
+    assert daily.success
+    [scores] = [m for m in daily.get_asset_materialization_events() if m.asset_key == dg.AssetKey("scores")][:1]
+    assert scores.materialization.metadata["devices_without_model"].value == 2
+    assert p.sql(f"SELECT count(DISTINCT device_id) FROM itap.features WHERE day = '{DAYS[0]}'").rows() == [(2,)]
