@@ -21,7 +21,11 @@ def executor_of(execution: ExecutionSettings) -> dg.ExecutorDefinition:
     Both parallel executors start steps in other processes: they need a persistent instance (DAGSTER_HOME) and a
     reconstructable job, as `make demo` and launched runs have."""
     if execution.executor == "multiprocess":
-        return dg.multiprocess_executor.configured({"max_concurrent": execution.processes}, name="multiprocess")
+        # Each step's process forks from a server that imported the project once: spawned, every step would
+        # import it anew (4-6 s a step). That server keeps the settings of the process that started it.
+        forkserver = {"forkserver": {"preload_modules": ["itap_assets.definitions"]}}
+        return dg.multiprocess_executor.configured({"max_concurrent": execution.processes, "start_method": forkserver},
+                                                   name="multiprocess")
     if execution.executor == "dask":
         from itap_assets.dask_execution import dask_executor  # the scale extra: only Dask deployments need it
 

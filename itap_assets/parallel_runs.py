@@ -1,4 +1,5 @@
 """Runs side by side: the day × device and device jobs run once per block of devices, the blocks at the same time.
+`python -m itap_assets.parallel_runs` is `make demo`'s plan run this way (docs/deployment.md, one machine).
 
 Inside one run the steps form a chain (ingest → validation → features, scoring → alerts → summaries) and each
 step handles the run's whole range of partitions, so an executor alone finds nothing to run in parallel there.
@@ -13,6 +14,7 @@ evaluation) run once, as in `run_plan`. The run processes open the instance of D
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sys
 import time
@@ -22,12 +24,12 @@ from datetime import date
 import dagster as dg
 
 from itap_assets.core.partition_ranges import device_chunks
-from itap_assets.demo import execute, run_plan
+from itap_assets.demo import data_partitions, execute, register_devices, run_plan
 from itap_assets.jobs import JOBS, PARTITIONING
 from itap_assets.partitions import DEVICE, invalid_devices
 from itap_assets.run_recovery import recover_and_report
 from itap_assets.run_report import failure_message
-from itap_assets.settings import Settings
+from itap_assets.settings import Settings, load_settings
 
 Run = tuple["dg.UnresolvedAssetJobDefinition", dict[str, str]]  # (job, run tags), as run_plan gives them
 BY_DEVICE = ("day_device", "device")
@@ -77,3 +79,19 @@ def run_parallel(instance: dg.DagsterInstance, pairs: list[tuple[date, str]], wo
                 raise SystemExit(failed[0])
             timings.append((stage[0][0].name, time.perf_counter() - started, [run_id for run_id, _ in done]))
     return timings
+
+
+def main() -> None:
+    """The whole graph over every default partition with the settings' executor, blocks of devices side by side,
+    into the instance of DAGSTER_HOME (persistent: the run processes open it); prints each job's seconds and its
+    runs as JSON."""
+    settings = load_settings()
+    pairs = data_partitions(settings)
+    with dg.DagsterInstance.get() as instance:
+        register_devices(instance, sorted({device for _, device in pairs}))
+        timings = run_parallel(instance, pairs, concurrent_runs(settings))
+    print(json.dumps(timings))
+
+
+if __name__ == "__main__":
+    main()
