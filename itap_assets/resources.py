@@ -134,7 +134,12 @@ class Warehouse(dg.ConfigurableResource):
         """One connection for many queries: opening the file costs tens of milliseconds, which a loop over a
         hundred devices would pay a hundred times."""
         with storage.sql_session(self.database) as (con, prepare):
-            yield WarehouseSession(con, prepare)
+            session = WarehouseSession(con, prepare)
+            try:
+                yield session
+            finally:
+                for cursor in session.cursors:  # each keeps the database (and its filesystem) open otherwise
+                    cursor.close()
 
 
 @dataclass
@@ -145,6 +150,7 @@ class WarehouseSession:
     con: duckdb.DuckDBPyConnection
     prepare: Callable[[str], None] = lambda sql: None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cursors: list[duckdb.DuckDBPyConnection] = field(default_factory=list)  # made by `cursor`, closed with the session
 
     def cursor(self) -> "WarehouseSession":
         """A session on the same database for use in another thread (a DuckDB connection is not thread-safe), with
@@ -152,7 +158,8 @@ class WarehouseSession:
         catalog = self.con.execute("SELECT current_database()").fetchall()[0][0]
         cursor = self.con.cursor()
         cursor.execute(f'USE "{catalog}"')
-        return WarehouseSession(cursor, self.prepare, self.lock)
+        self.cursors.append(cursor)
+        return WarehouseSession(cursor, self.prepare, self.lock, self.cursors)
 
     def query(self, sql: str, params: list | None = None, frames: dict[str, pl.DataFrame] | None = None
               ) -> pl.DataFrame:
