@@ -119,10 +119,13 @@ def run_pipeline(instance: dg.DagsterInstance, pairs: list[tuple[date, str]]) ->
 
 
 def table_counts(path: str) -> list[tuple[str, int]]:
+    """Rows per table; in the Parquet mode the tables are the catalog's views over the tree, so tables and views
+    count alike, without the operator views (v_*) and internal names (_*)."""
     with storage.connect(path) as con:
         tables = con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'"
-            " ORDER BY table_name",
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ? "
+            "AND table_name NOT LIKE 'v\\_%' ESCAPE '\\' AND table_name NOT LIKE '\\_%' ESCAPE '\\' "
+            "ORDER BY table_name",
             [DB_SCHEMA],
         ).fetchall()
         return [(t, con.execute(f'SELECT count(*) FROM {DB_SCHEMA}."{t}"').fetchone()[0]) for (t,) in tables]
