@@ -125,11 +125,12 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[Cleanup]:
         if pid is None:
             continue
         host = run.tags.get(HOST_TAG, host_name())
+        # slots and tag first: whoever sees the run failed sees it without slots and marked to be run again
+        free_slots(instance, run.run_id)
+        instance.add_run_tags(run.run_id, {RECOVERED_TAG: "dead_process"})
         instance.report_run_failed(run, f"Marked failed by ITAP: the process that ran this run (pid {pid} on "
                                         f"{host}) is gone (killed or crashed); its pool slots are freed and "
                                         "the dead_run_cleanup sensor runs it again.")
-        instance.add_run_tags(run.run_id, {RECOVERED_TAG: "dead_process"})
-        free_slots(instance, run.run_id)
         done.append(Cleanup(run.run_id, run.job_name, pid))
     for run_id in sorted(_runs_holding_slots(instance)):
         run = instance.get_run_by_id(run_id)
