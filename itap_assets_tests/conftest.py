@@ -107,3 +107,13 @@ def run_graph(p: Pipeline, pairs_or_devices, days: list[str] | None = None, *, u
         if job.name == until:
             break
     return results
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "long_running: minutes, not seconds (collected first, see below)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long-running tests first: `make test` runs on both cores (pytest-xdist), and the longest test started
+    last would finish alone long after the rest."""
+    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)

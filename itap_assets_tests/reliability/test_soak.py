@@ -10,6 +10,7 @@ import sys
 
 import dagster as dg
 import duckdb
+import pytest
 import yaml
 
 from itap_assets.resources import DUCKDB_POOL
@@ -39,6 +40,7 @@ def content_hash(db: str, table: str) -> tuple[int, str]:
             f"(SELECT md5(t::VARCHAR) AS h FROM (SELECT * {TABLES[table]} FROM main.{table}) t)").fetchone()
 
 
+@pytest.mark.long_running
 def test_a_month_of_daily_operation_equals_one_clean_backfill(tmp_path):
     env, clean_env = deployment(tmp_path / "month"), deployment(tmp_path / "clean")
     soak.write_files(tmp_path / "clean" / "incoming")
