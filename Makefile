@@ -35,7 +35,7 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 test: dev
 	.ci/install_browser.sh
 	.ci/install_postgres.sh
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -n 2 --maxschedchunk 1
 
 bench: dev
 	$(BIN)/python bench/pipeline.py all

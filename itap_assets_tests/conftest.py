@@ -110,10 +110,10 @@ def run_graph(p: Pipeline, pairs_or_devices, days: list[str] | None = None, *, u
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "long_running: minutes, not seconds (collected first, see below)")
+    config.addinivalue_line("markers", "long_running: many minutes (collected first, see below)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long-running tests first: `make test` runs on both cores (pytest-xdist), and the longest test started
-    last would finish alone long after the rest."""
+    """The long-running test first: `make test` runs on both cores (pytest-xdist, tests handed out one at a time),
+    so it starts at once on one worker while the other works through the rest; started last, it would run alone."""
     items.sort(key=lambda item: item.get_closest_marker("long_running") is None)

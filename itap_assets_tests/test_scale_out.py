@@ -142,7 +142,6 @@ OTHER_PAIRS = [("multiprocess", "s3"), ("dask", "local")]
 ALL = os.environ.get("ITAP_SCALE_OUT") == "all"
 
 
-@pytest.mark.long_running
 @pytest.mark.parametrize("executor, where", PAIRS + (OTHER_PAIRS if ALL else []))
 def test_parquet_mode_on_postgres_with_parallel_runs_gives_the_duckdb_modes_tables(
         executor, where, duckdb_tables, postgres_server, s3_server, tmp_path, monkeypatch):  # noqa: F811
