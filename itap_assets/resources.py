@@ -14,6 +14,7 @@ import polars as pl
 from pydantic import model_validator
 
 from itap_assets import storage
+from itap_assets.assets.metadata import add_partition_metadata
 from itap_assets.partitions import DAY, DEVICE, valid_keys
 from itap_assets.core.alerting import AlertRulesConfig, load_alert_rules
 from itap_assets.settings import FAMILIES, PROJECT_ROOT, Settings, config_path, db_path, load_settings
@@ -86,7 +87,15 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
         keys = None
         if context.has_asset_partitions:
             keys = self._keys(context)
+        counts: list[pl.DataFrame] = []  # rows per (day, device_id) written, for each partition's own metadata
+        if isinstance(obj, storage.FrameChunks):
+            obj = storage.FrameChunks(_counted(obj, counts), obj.metadata)
+        elif keys is not None and {"day", "device_id"} <= set(obj.columns):
+            counts.append(obj.group_by("day", "device_id").len())
         rows = storage.replace_partitions(self.database, self.db_schema, table, obj, keys)
+        if keys is not None and counts and {"day", "device_id"} <= set(keys.columns):
+            add_partition_metadata(context.step_context, context.asset_key, pl.concat(counts), keys,
+                                   {"dagster/row_count": pl.col("len").sum()})
         context.add_output_metadata(
             {
                 "dagster/row_count": rows,
@@ -110,6 +119,14 @@ class DuckDBPolarsIOManager(dg.ConfigurableIOManager):
         partitions_def = context.asset_partitions_def
         return partition_keys_frame(partitions_def, valid_keys(partitions_def, context.asset_partition_keys,
                                                                context.log.warning))
+
+
+def _counted(chunks: storage.FrameChunks, counts: list[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """The chunks as they are written, each one's rows per (day, device_id) appended to `counts`."""
+    for chunk in chunks:
+        if {"day", "device_id"} <= set(chunk.columns):
+            counts.append(chunk.group_by("day", "device_id").len())
+        yield chunk
 
 
 class Warehouse(dg.ConfigurableResource):

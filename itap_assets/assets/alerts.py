@@ -116,7 +116,7 @@ def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations
                                     for day in keys["day"].unique().sort()], how="vertical_relaxed"), keys)
     active = out.filter(pl.col("suppressed_by").is_null())
     add_partition_metadata(context, "alerts", out.with_columns(active=pl.col("suppressed_by").is_null()), keys, {
-        "dagster/row_count": pl.len(), "alerts": pl.len(), "active": pl.col("active").sum(),
+        "alerts": pl.len(), "active": pl.col("active").sum(),
         "critical": (pl.col("active") & (pl.col("severity") == "CRITICAL")).sum(),
         "firing": (pl.col("active") & (pl.col("status") == "firing")).sum()})
     context.add_output_metadata(

@@ -118,11 +118,10 @@ def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_co
         for chunk in features_by_day(validated, families, windows, featured):
             metadata["warmup_rows"] += int(chunk["warmup"].sum())
             nulls.update(all_null_features(chunk))
-            counts.append(chunk.group_by("day", "device_id").agg(rows=pl.len(), warmup=pl.col("warmup").sum()))
+            counts.append(chunk.group_by("day", "device_id").agg(warmup=pl.col("warmup").sum()))
             yield chunk
-        per = pl.concat(counts).group_by("day", "device_id").agg(pl.col("rows", "warmup").sum())
-        add_partition_metadata(context, "features", per, keys, {
-            "dagster/row_count": pl.col("rows").sum(), "warmup_rows": pl.col("warmup").sum()})
+        per = pl.concat(counts)
+        add_partition_metadata(context, "features", per, keys, {"warmup_rows": pl.col("warmup").sum()})
         plan = window_plan(validated, windows, families).join(keys.select("device_id").unique(), on="device_id",
                                                               how="semi")
         metadata["windows"] = dg.MetadataValue.md(windows_table(plan, nulls, fixed))

@@ -20,11 +20,11 @@ def markdown_table(frame: pl.DataFrame, limit: int = 10) -> str:
 MAX_PARTITION_METADATA = 2000
 
 
-def add_partition_metadata(context: dg.AssetExecutionContext, asset: str, frame: pl.DataFrame,
+def add_partition_metadata(context: dg.AssetExecutionContext, asset: str | dg.AssetKey, frame: pl.DataFrame,
                            keys: pl.DataFrame, figures: dict[str, pl.Expr]) -> None:
     """Each (day, device_id) partition of `keys` gets `figures` aggregated over its own rows of `frame` (0 for a
     partition without rows), over the run-wide values of the same names: a device-day's materialization then
-    describes that device-day, not the whole run."""
+    describes that device-day, not the whole run. `context`: an asset's, or the IO manager's step context."""
     if keys.height > MAX_PARTITION_METADATA:
         context.add_asset_metadata({"partition_figures": f"run totals only: {keys.height} partitions > "
                                                          f"{MAX_PARTITION_METADATA}"}, asset_key=asset)

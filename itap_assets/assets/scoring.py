@@ -116,13 +116,12 @@ def scoring(context: dg.AssetExecutionContext, warehouse: Warehouse, itap_config
     if "scores" in selected:
         out = pl.concat(scored) if scored else pl.DataFrame(schema=SCORES_SCHEMA)
         add_partition_metadata(context, "scores", out, run_partitions, {
-            "dagster/row_count": pl.len(), "rows": pl.len(), "flagged": pl.col("is_anomaly").sum()})
+            "rows": pl.len(), "flagged": pl.col("is_anomaly").sum()})
         yield dg.Output(out, output_name="scores", metadata=_scores_metadata(out, untrained))
     if explain:
         out = pl.concat(explained) if explained else \
             pl.DataFrame(schema=explanations_schema(explained_families(list(families), families)))
-        add_partition_metadata(context, "explanations", out, run_partitions, {
-            "dagster/row_count": pl.len(), "explained_points": pl.len()})
+        add_partition_metadata(context, "explanations", out, run_partitions, {"explained_points": pl.len()})
         yield dg.Output(out, output_name="explanations", metadata=_explanations_metadata(out))
 
 

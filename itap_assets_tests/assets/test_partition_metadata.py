@@ -22,13 +22,16 @@ def test_each_partition_shows_its_own_figures(make_pipeline):
     p = make_pipeline(FLEET)
     run_graph(p, ["DEV-0001", "DEV-0002"], DAYS, until="scoring_job")
     counts = {
-        "features": "SELECT day, device_id, count(*) FROM itap.features GROUP BY ALL",
+        "raw_telemetry": "SELECT day, device_id, count(*) FROM itap.raw_telemetry GROUP BY ALL",
+        "validated": "SELECT day, device_id, count(*) FROM itap.validated GROUP BY ALL",
+        "features": "SELECT day, device_id, count(*), count(*) FILTER (warmup) FROM itap.features GROUP BY ALL",
         "scores": "SELECT day, device_id, count(*), sum(is_anomaly::INT) FROM itap.scores GROUP BY ALL",
         "alerts": "SELECT day, device_id, count(*), count(*) FILTER (severity = 'CRITICAL' AND suppressed_by IS NULL) "
                   "FROM itap.alerts GROUP BY ALL",
     }
-    names = {"features": ["dagster/row_count"], "scores": ["dagster/row_count", "flagged"],
-             "alerts": ["alerts", "critical"]}
+    names = {"raw_telemetry": ["dagster/row_count"], "validated": ["dagster/row_count"],
+             "features": ["dagster/row_count", "warmup_rows"], "scores": ["dagster/row_count", "flagged"],
+             "alerts": ["dagster/row_count", "critical"]}
     for asset, query in counts.items():
         meta = latest_metadata(p, asset)
         assert len(meta) == 6
