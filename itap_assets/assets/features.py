@@ -71,6 +71,16 @@ def windows_table(plan: pl.DataFrame, nulls: dict[str, list[str]], fixed: bool) 
     return markdown_table(pl.DataFrame(rows), limit=100)
 
 
+def history_starts(warehouse: Warehouse, keys: pl.DataFrame) -> pl.DataFrame | None:
+    """(device_id, first_ts): the first stored sample of each device of the run (its history's start)."""
+    if keys.height == 0 or not warehouse.has_table("validated"):
+        return None
+    return warehouse.query(
+        "SELECT device_id, min(ts) AS first_ts FROM validated "
+        "WHERE device_id IN (SELECT DISTINCT device_id FROM run_keys) GROUP BY device_id",
+        frames={"run_keys": keys.select(pl.col("device_id").cast(pl.String))})
+
+
 def excluded_partitions(warehouse: Warehouse, keys: pl.DataFrame) -> pl.DataFrame:
     """(day, device_id, reason) of the run's partitions `keys` that validation excluded (itap.partition_status)."""
     schema = {"day": pl.Date, "device_id": pl.String, "reason": pl.String}
@@ -115,7 +125,8 @@ def features(context: dg.AssetExecutionContext, validated: pl.DataFrame, itap_co
     def own_chunks():
         nulls: dict[str, list[str]] = {}
         counts = []
-        for chunk in features_by_day(validated, families, windows, featured):
+        for chunk in features_by_day(validated, families, windows, featured,
+                                     history_starts(warehouse, keys)):
             metadata["warmup_rows"] += int(chunk["warmup"].sum())
             nulls.update(all_null_features(chunk))
             counts.append(chunk.group_by("day", "device_id").agg(warmup=pl.col("warmup").sum()))

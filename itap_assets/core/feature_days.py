@@ -39,10 +39,19 @@ def day_frames(telemetry: pl.DataFrame, days: pl.DataFrame) -> pl.DataFrame:
 
 def features_by_day(
     telemetry: pl.DataFrame, sensor_families: Mapping[str, str], windows: WindowsArg, days: pl.DataFrame,
+    history_start: pl.DataFrame | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Features of the rows of the (day, device_id) partitions `days`, in chunks of whole device-days (rows in
-    device, day, time order); `telemetry` holds those days and, as context, the day before each."""
-    for chunk in device_day_feature_chunks(day_frames(telemetry, days), sensor_families, windows):
+    device, day, time order); `telemetry` holds those days and, as context, the day before each.
+    `history_start` (device_id, first_ts): each device's first stored sample, so that warm-up marks the start of
+    a device's history, not the start of every day that follows an empty one."""
+    starts = None
+    if history_start is not None:
+        starts = days.select(pl.col("device_id").cast(pl.String), pl.col("day")).join(
+            history_start.with_columns(pl.col("device_id").cast(pl.String)), on="device_id").select(
+            pl.col("device_id") + SEP + pl.col("day").cast(pl.String), "first_ts")
+    for chunk in device_day_feature_chunks(day_frames(telemetry, days), sensor_families, windows,
+                                           history_start=starts):
         pseudo = pl.col("device_id")
         yield chunk.filter(pseudo.str.tail(10) == pl.col("day").cast(pl.String)).with_columns(
             pseudo.str.head(-11).alias("device_id"))

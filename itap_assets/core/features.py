@@ -9,7 +9,8 @@ the horizon.  Consequences the pipeline relies on:
 * causality: changing or dropping a future sample changes no past feature;
 * continuity: given day D-1 and day D of a device, the features of day D rows equal those computed
   over any longer history (up to float rounding of the sliding sums, far below float32 resolution);
-* ``warmup`` marks exactly the rows whose history is shorter than the horizon.
+* ``warmup`` marks exactly the rows whose history is shorter than the horizon (history from the frame's first
+  row, or from the device's first stored sample when ``history_start`` gives it: a gap does not warm up again).
 
 Windows (fixed durations or ``"auto"``, per device) and the auto rules: see :mod:`itap_assets.core.windows`.
 
@@ -400,12 +401,15 @@ def device_day_feature_chunks(
     *,
     fft_block: int = FFT_BLOCK,
     chunk_rows: int = CHUNK_ROWS,
+    history_start: pl.DataFrame | None = None,
 ) -> Iterator[pl.DataFrame]:
     """The features of :func:`device_day_features` as consecutive chunks of whole devices (~``chunk_rows`` rows
     each), rows in (device_id, ts) order: a caller that writes each chunk as it comes holds a few chunks, never
     the whole frame (a day of a 100-device fleet at 1 Hz is 2.9 GB of features). Chunking never changes a value.
     At least one (possibly empty) chunk is yielded, so the output schema is always known. Auto windows: a chunk
-    holds devices of one sample interval only (consecutive devices with another interval start a new chunk)."""
+    holds devices of one sample interval only (consecutive devices with another interval start a new chunk).
+    ``history_start`` (device_id, first_ts): where each device's history begins when it is older than the frame;
+    ``warmup`` is then measured from it (a frame starting after a gap is not warm-up again)."""
     specs = feature_registry(sensor_families, windows)
     w = Windows.of(windows)
     sensors = list(sensor_families)
@@ -441,7 +445,7 @@ def device_day_feature_chunks(
 
     def work(item: tuple[pl.DataFrame, Durations]) -> pl.DataFrame:
         chunk, d = item
-        return _features_sorted(chunk, sensor_families, w, specs, d)
+        return _features_sorted(chunk, sensor_families, w, specs, d, history_start)
 
     # Chunks are independent: threads overlap the numpy/Python parts with Polars work, and the caller's work on
     # one chunk (e.g. writing it) with computing the next ones.
@@ -454,6 +458,7 @@ def _features_sorted(
     w: Windows,
     specs: list[FeatureSpec],
     d: Durations,
+    history_start: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Features of whole devices, rows sorted by (device_id, ts), with the durations ``d`` (one interval)."""
     sensors = list(sensor_families)
@@ -469,6 +474,12 @@ def _features_sorted(
         _start=(dev != dev.shift(1)).fill_null(True),
         _row=pl.int_range(pl.len(), dtype=pl.Int64),
     )
+    history = pl.col("_first_ts")
+    if history_start is not None:
+        starts = history_start.select(pl.col("device_id").cast(pl.String),
+                                      pl.col("first_ts").cast(pl.Datetime("us")).dt.epoch("us").alias("_hist"))
+        base = base.join(starts, on="device_id", how="left", maintain_order="left")
+        history = pl.min_horizontal("_first_ts", pl.col("_hist").fill_null(pl.col("_first_ts")))
     t_min, t_max = base.select(pl.col("_ts").min().alias("lo"), pl.col("_ts").max().alias("hi")).row(0)
     # One monotonic axis `_k` for all devices: device blocks separated by more than any look-back, so
     # one rolling_*_by over the whole frame never mixes devices.  All "time since" arithmetic runs
@@ -485,7 +496,7 @@ def _features_sorted(
         .with_columns(
             _kus=(pl.col("_ts") - t_min + pl.col("_ord") * stride).set_sorted(),
             _tmin=(pl.col("_ts") - pl.col("_first_ts")) / _US_PER_MIN,
-            warmup=(pl.col("_ts") - pl.col("_first_ts")) < horizon_us,
+            warmup=(pl.col("_ts") - history) < horizon_us,
             _chg=((state != state.shift(1)) & ~pl.col("_start")).fill_null(False),
             _bstart=pl.col("_start") | (pl.col("_blk") != pl.col("_blk").shift(1)).fill_null(True),
         )

@@ -51,3 +51,20 @@ def test_an_auto_spectrum_is_served_only_after_its_block_ended():
     for cut in (2038, 2039):  # the last block misses its last sample or two (30-sample blocks)
         head = device_day_features(fleet.head(cut), SF, AUTO)
         assert head.select(spectral).equals(full.head(cut).select(spectral)), cut
+
+
+def test_warm_up_marks_the_start_of_a_devices_history_not_every_day_after_an_empty_one():
+    """A series with a weekend gap (NAB's ad exchange series) must not lose the first horizon of every Monday to
+    warm-up: those are the rows a short baseline needs to fit its model."""
+    fleet = random_fleet(n_devices=1, n=3 * PER_DAY, interval_s=60.0, seed=6)
+    gapped = fleet.filter(pl.col("day") != date(2026, 1, 2))
+    third = date(2026, 1, 3)
+    starts = gapped.group_by("device_id").agg(first_ts=pl.col("ts").min())
+    for windows in (AUTO, ("5m", "30m", "2h")):
+        cold = pl.concat(features_by_day(gapped, SF, windows, keys(gapped, third)))
+        assert cold["warmup"].any()  # without the device's history start the day after the gap starts cold
+        warm = pl.concat(features_by_day(gapped, SF, windows, keys(gapped, third), starts))
+        assert not warm["warmup"].any(), windows
+        assert warm.drop("warmup").equals(cold.drop("warmup"))  # only the flag changes, not a feature
+        first = pl.concat(features_by_day(gapped, SF, windows, keys(gapped, date(2026, 1, 1)), starts))
+        assert first["warmup"].any()  # the device's first day still warms up
