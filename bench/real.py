@@ -23,7 +23,8 @@ Summary: `real tep: far=… mean_detection=… alerted_1h=…/18 false_alerts=�
 NAB (57 files; labels.json used only here): per file, windows detected (an incident starts inside a window),
 incident starts outside every window after the probationary period, and the NAB standard-profile score
 (bench/real_scoring.py; detections = the row nearest to each incident start; also, labelled as such, the score
-when detections are the first flagged point of each run of scores.is_anomaly). --files N / --exclude STEM run a
+when detections are the first flagged point of each run of scores.is_anomaly); a detection on a row of the
+model's training window (scores.in_training) counts for nothing. --files N / --exclude STEM run a
 subset (the summary says how many files were scored). Summary: `real nab: score=… windows=…/… fp_alerts=…`.
 Wall time per data set; a failed run is printed with its error and the partitions it covered.
 """
@@ -348,9 +349,17 @@ def nab_file(frame, windows: list, starts: np.ndarray) -> dict:
     wins = window_rows(ts, [(np.datetime64(a), np.datetime64(b)) for a, b in windows])
     scored = frame.filter(pl.col("is_anomaly").is_not_null()).unique("ts", keep="first", maintain_order=True)
     edges = scored["ts"].to_numpy()[rising_edges(scored["is_anomaly"].to_numpy())]
+    # training rows are left out of every metric: a detection on a row the model was fitted on counts for
+    # nothing (a window there can only be missed)
+    training = frame["in_training"].fill_null(False).to_numpy()
+
+    def fresh(rows: np.ndarray) -> np.ndarray:
+        rows = rows[(rows >= 0) & (rows < len(ts))]
+        return rows[~training[rows]]
+
     return {"rows": len(ts), "windows": len(wins), "edges": len(edges),
-            "by_alerts": nab_score(len(ts), wins, nearest_rows(ts, starts)),
-            "by_edges": nab_score(len(ts), wins, np.searchsorted(ts, edges, side="left"))}
+            "by_alerts": nab_score(len(ts), wins, fresh(nearest_rows(ts, starts))),
+            "by_edges": nab_score(len(ts), wins, fresh(np.searchsorted(ts, edges, side="left")))}
 
 
 def nab_report(result: dict) -> dict:
