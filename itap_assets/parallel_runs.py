@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from datetime import date
 
 import dagster as dg
 
+from itap_assets.core.parallel import MAX_THREADS_ENV, available_cpus
 from itap_assets.core.partition_ranges import device_chunks
 from itap_assets.demo import data_partitions, execute, register_devices, run_plan
 from itap_assets.jobs import JOBS, PARTITIONING
@@ -55,6 +59,23 @@ def parallel_plan(pairs: list[tuple[date, str]], device_order: list[str], blocks
     return [stage for stage in stages if stage]
 
 
+@contextmanager
+def cores_shared_by(workers: int) -> Iterator[None]:
+    """The run processes started meanwhile each use their share of the cores (Polars' pool, ITAP's threads):
+    each sized for the whole machine, two processes on two cores ran their steps a third slower than one."""
+    share = str(max(1, available_cpus() // max(1, workers)))
+    saved = {name: os.environ.get(name) for name in (MAX_THREADS_ENV, "POLARS_MAX_THREADS")}
+    os.environ.update(dict.fromkeys(saved, share))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def execute_in_child(job_name: str, tags: dict[str, str]) -> tuple[str, str | None]:
     """One run in a run process: (run id, why it failed or None)."""
     with dg.DagsterInstance.get() as instance:
@@ -70,7 +91,8 @@ def run_parallel(instance: dg.DagsterInstance, pairs: list[tuple[date, str]], wo
     order = list(instance.get_dynamic_partitions(DEVICE))
     invalid_devices(order, lambda message: print(f"warning: {message}", file=sys.stderr))
     timings = []
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with cores_shared_by(workers), ProcessPoolExecutor(max_workers=max(1, workers),
+                                                       mp_context=multiprocessing.get_context("spawn")) as pool:
         for stage in parallel_plan(pairs, order, workers):
             started = time.perf_counter()
             done = list(pool.map(execute_in_child, [job.name for job, _ in stage], [tags for _, tags in stage]))

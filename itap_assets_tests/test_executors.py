@@ -1,6 +1,7 @@
 """Executors from `execution:` and the plan that runs blocks of devices side by side (itap_assets.parallel_runs).
 The whole graph on each executor is itap_assets_tests/test_scale_out.py."""
 
+import os
 from datetime import date
 
 import pytest
@@ -9,7 +10,8 @@ from dagster._core.definitions.executor_definition import ExecutorDefinition
 from itap_assets.core.partition_ranges import device_chunks
 from itap_assets.dask_execution import FixedDaskExecutor
 from itap_assets.definitions import executor_of
-from itap_assets.parallel_runs import concurrent_runs, parallel_plan
+from itap_assets.core.parallel import MAX_THREADS_ENV, available_cpus, default_threads
+from itap_assets.parallel_runs import concurrent_runs, cores_shared_by, parallel_plan
 from itap_assets.settings import ExecutionSettings, Settings
 
 
@@ -27,6 +29,18 @@ def test_multiprocess_runs_at_most_processes_steps():
     assert executor.name == "multiprocess"
     assert configured(executor)["max_concurrent"] == 3
     assert concurrent_runs(Settings(execution={"executor": "multiprocess", "processes": 3})) == 3
+
+
+def test_run_processes_side_by_side_share_the_cores_and_the_parent_keeps_its_own(monkeypatch):
+    """Each run process sized for the whole machine oversubscribed it: two on two cores ran steps a third slower."""
+    monkeypatch.delenv(MAX_THREADS_ENV, raising=False)
+    monkeypatch.setenv("POLARS_MAX_THREADS", "7")
+    alone = default_threads()
+    with cores_shared_by(available_cpus()):  # one process per core: one thread each
+        assert os.environ["POLARS_MAX_THREADS"] == "1" and os.environ[MAX_THREADS_ENV] == "1"
+        assert default_threads() == 1
+    assert os.environ["POLARS_MAX_THREADS"] == "7" and MAX_THREADS_ENV not in os.environ
+    assert default_threads() == alone
 
 
 @pytest.mark.parametrize("address, kind, options", [

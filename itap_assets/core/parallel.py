@@ -25,12 +25,21 @@ def blas_single_thread():
     return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
-def default_threads() -> int:
+MAX_THREADS_ENV = "ITAP_MAX_THREADS"  # a process's share of the cores when several run side by side
+
+
+def available_cpus() -> int:
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(2, cpus))
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Worker threads of a step: two (IO overlapped with compute, both cores busy), never more than the cores
+    this process may use (`ITAP_MAX_THREADS` when runs share the machine)."""
+    share = int(os.environ.get(MAX_THREADS_ENV) or available_cpus())
+    return max(1, min(2, available_cpus(), share))
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
