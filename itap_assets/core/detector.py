@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -80,7 +80,7 @@ class DetectorConfig:
     constant_guard: bool = True  # score deviations of features that were constant in training (event component)
     min_effective_samples: float = MIN_EFFECTIVE_SAMPLES
     chunk_rows: int = 16_384
-    n_threads: int = field(default_factory=default_threads)
+    n_threads: int | None = None  # threads scoring uses; None: the process's `default_threads()` when it scores
 
     def __post_init__(self) -> None:
         if self.iforest_trees < 1 or self.iforest_max_samples < 2:
@@ -154,7 +154,7 @@ class Detector:
     def _chunks(self, fn: Callable[[np.ndarray], T], x: np.ndarray, n_threads: int | None = None) -> list[T]:
         n = x.shape[0]
         step = self.config.chunk_rows
-        threads = n_threads or self.config.n_threads
+        threads = n_threads or self.config.n_threads or default_threads()
         slices = [slice(i, min(i + step, n)) for i in range(0, n, step)]
         if threads <= 1 or len(slices) <= 1:
             return [fn(x[s]) for s in slices]
