@@ -83,7 +83,16 @@ class TailCalibrator:
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         r = np.asarray(raw, dtype=np.float64)
-        body = -np.log10(1.0 - np.interp(np.minimum(r, self.u), self.knots, self.probs))
+        # P(S >= s) counts a baseline value equal to s: at a value many baseline rows share (a statistic that is 0
+        # on most of them) the share of rows *below* it, so the baseline's most common value scores 0, not
+        # -log10 of the share above it (1.7 for a statistic that is 0 on 98 % of the rows)
+        values, first, counts = np.unique(self.knots, return_index=True, return_counts=True)
+        clipped = np.minimum(r, self.u)
+        below = np.interp(clipped, values, self.probs[first + counts - 1])
+        at = np.minimum(np.searchsorted(values, clipped), values.size - 1)
+        exact = values[at] == clipped
+        below = np.where(exact, self.probs[first[at]], below)
+        body = np.where(r > self.u, -math.log10(1.0 - self.tail_q), -np.log10(1.0 - below))
         y = np.maximum(r - self.u, 0.0) / self.sigma
         if self.xi < 1e-9:
             extra = y / _LN10
