@@ -27,11 +27,15 @@ when detections are the first flagged point of each run of scores.is_anomaly); a
 model's training window (scores.in_training) counts for nothing. --files N / --exclude STEM run a
 subset (the summary says how many files were scored). Summary: `real nab: score=… windows=…/… fp_alerts=…`.
 Wall time per data set; a failed run is printed with its error and the partitions it covered.
+Right after the data sets were copied, the bench first waits until their CSVs without a final line break are
+older than ingestion.unterminated_settle_seconds (300 s): until then ingestion holds them back as possibly still
+being written (7 NAB series end that way).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -81,8 +85,30 @@ def write_config(name: str, work: Path, nab_limit: int | None, exclude: tuple[st
     return path
 
 
+def wait_for_settled_files(name: str) -> None:
+    """A CSV without a final line break is read once it is older than ingestion.unterminated_settle_seconds (it may
+    still be being written); 7 of the NAB series end that way, so right after the data set was copied the bench
+    would measure without them. Wait until they are settled, as a user running a few minutes later would."""
+    from itap_assets.settings import IngestionSettings
+
+    settle = IngestionSettings.model_fields["unterminated_settle_seconds"].default
+    files = [Path(p) for p in glob.glob(str(GLOBS[name]), recursive=True)]
+    open_ended = []
+    for path in files:
+        with path.open("rb") as fh:
+            fh.seek(max(path.stat().st_size - 1, 0))
+            if fh.read(1) not in (b"\n", b"\r"):
+                open_ended.append(path)
+    wait = max((settle - (time.time() - p.stat().st_mtime) for p in open_ended), default=0.0)
+    if wait > 0:
+        print(f"  note: {len(open_ended)} {name} files end without a line break and were written less than "
+              f"{settle:.0f} s ago (ingestion.unterminated_settle_seconds): waiting {wait:.0f} s for them", flush=True)
+        time.sleep(wait + 1.0)
+
+
 def run_dataset(name: str, nab_limit: int | None, exclude: tuple[str, ...]) -> dict:
     """Run the whole graph for one data set in a child process; the figures' inputs stay in `work`."""
+    wait_for_settled_files(name)
     work = Path(tempfile.mkdtemp(prefix=f"itap-real-{name}-"))
     home = work / "dagster_home"
     home.mkdir()
