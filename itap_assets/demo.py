@@ -36,7 +36,8 @@ CODE_LOCATION = "itap"  # workspace.yaml's location_name
 def data_partitions(settings: Settings) -> list[tuple[date, str]]:
     """The (day, device) partitions that have data: the simulated fleet, or what the files hold."""
     if settings.source == "files":
-        found = available_partitions(settings.ingestion, PROJECT_ROOT, not_before=settings.start_date)
+        found = available_partitions(settings.ingestion, PROJECT_ROOT, not_before=settings.start_date,
+                                     on_incomplete=lambda why: print(f"note: not read this run: {why}", flush=True))
         return list(found.iter_rows())
     return [(d, dev) for d in simulated_days(settings.simulation) for dev in device_ids(settings.simulation)]
 

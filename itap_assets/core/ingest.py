@@ -39,7 +39,7 @@ filter, so it does not depend on which partitions are requested.
 from __future__ import annotations
 
 import io
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -453,16 +453,19 @@ def read_telemetry(ingestion: IngestionSettings, root: Path, *, days: Collection
     return read_accounted(ingestion, root, days=days, devices=devices, not_before=not_before).frame
 
 
-def available_partitions(ingestion: IngestionSettings, root: Path, *, not_before: date | None = None
-                         ) -> pl.DataFrame:
-    """Distinct (day, device_id) the complete files hold data for, sorted: the partitions worth materialising."""
+def available_partitions(ingestion: IngestionSettings, root: Path, *, not_before: date | None = None,
+                         on_incomplete: Callable[[str], None] | None = None) -> pl.DataFrame:
+    """Distinct (day, device_id) the complete files hold data for, sorted: the partitions worth materialising.
+    `on_incomplete` hears why each file left for a later run is not read now."""
     root = Path(root)
     frames = []
     for path in discover_files(ingestion, root):
         try:
             frames.append(_read(path, ingestion, root, keys_only=True, not_before=not_before,
                                 settle_seconds=ingestion.settle_seconds)[0])
-        except IncompleteFile:
+        except IncompleteFile as exc:
+            if on_incomplete is not None:
+                on_incomplete(str(exc))
             continue
     if not frames:
         return pl.DataFrame(schema={"day": pl.Date, "device_id": pl.String})

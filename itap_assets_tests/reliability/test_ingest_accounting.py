@@ -177,6 +177,15 @@ def test_an_old_file_without_a_final_line_break_is_read_as_its_writer_left_it(tm
     assert [a.status for a in read_accounted(settings_for(tmp_path).ingestion, tmp_path).accounts] == ["incomplete"]
 
 
+def test_a_young_file_without_a_final_line_break_is_named_with_the_setting_that_reads_it(tmp_path):
+    """`make demo` says which files it left for a later run and why, instead of leaving their devices out unsaid."""
+    write(tmp_path, "rig_A1.csv", "\n".join(rig_lines()[:11]))  # every field, no line break, just written
+    heard: list[str] = []
+    assert available_partitions(settings_for(tmp_path).ingestion, tmp_path, on_incomplete=heard.append).height == 0
+    assert len(heard) == 1 and heard[0].startswith("rig_A1.csv: line 11: the file ends in the middle of a line")
+    assert "ingestion.unterminated_settle_seconds (300 s)" in heard[0]
+
+
 def test_a_file_younger_than_the_settle_time_is_left_for_the_next_run_and_sensor_tick(tmp_path):
     from itap_assets.sensors import source_partitions
 
