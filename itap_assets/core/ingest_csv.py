@@ -151,8 +151,8 @@ def _check_complete(source: Source, text: str, delimiter: str, unterminated_sett
     line = text.count("\n") + 1
     if fields == header and time.time() - source.path.stat().st_mtime >= unterminated_settle_seconds:
         return False
-    settled = (f", or once it is unchanged for ingestion.unterminated_settle_seconds ({unterminated_settle_seconds:g} s)"
-               if fields == header else "")
+    setting = f"ingestion.unterminated_settle_seconds ({unterminated_settle_seconds:g} s)"
+    settled = f", or once it is unchanged for {setting}" if fields == header else ""
     raise IncompleteFile(
         f"{source.display}: line {line}: the file ends in the middle of a line ({fields} of {header} "
         "fields, no final line break): it is still being written or was truncated; it is read once it ends with a "
