@@ -7,10 +7,10 @@ from datetime import date
 import pytest
 from dagster._core.definitions.executor_definition import ExecutorDefinition
 
+from itap_assets.core.parallel import MAX_THREADS_ENV, available_cpus, default_threads
 from itap_assets.core.partition_ranges import device_chunks
 from itap_assets.dask_execution import FixedDaskExecutor
 from itap_assets.definitions import executor_of
-from itap_assets.core.parallel import MAX_THREADS_ENV, available_cpus, default_threads
 from itap_assets.parallel_runs import concurrent_runs, cores_shared_by, parallel_plan
 from itap_assets.settings import ExecutionSettings, Settings
 
