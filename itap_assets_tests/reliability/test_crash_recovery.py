@@ -18,15 +18,18 @@ from itap_assets_tests.conftest import write_config
 TINY_FLEET = {"simulation": {"devices": 1, "days": 2, "sample_interval_s": 60}}
 
 
+def new_deployment(root):
+    """A temporary DAGSTER_HOME (the project's dagster.yaml), config and database, as `make demo` sets them."""
+    home = root / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "configs" / "dagster.yaml", home / "dagster.yaml")
+    return {**os.environ, "DAGSTER_HOME": str(home), "ITAP_DB_PATH": str(root / "itap.duckdb"),
+            "ITAP_CONFIG": str(write_config(root / "itap.yaml", TINY_FLEET))}
+
+
 @pytest.fixture
 def deployment(tmp_path):
-    """A temporary DAGSTER_HOME (the project's dagster.yaml), config and database, as `make demo` sets them."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT_ROOT / "configs" / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "ITAP_DB_PATH": str(tmp_path / "itap.duckdb"),
-           "ITAP_CONFIG": str(write_config(tmp_path / "itap.yaml", TINY_FLEET))}
-    return env
+    return new_deployment(tmp_path)
 
 
 def demo(env) -> subprocess.Popen:
@@ -69,16 +72,24 @@ def waiting_run(instance: dg.DagsterInstance) -> str | None:
 
 
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGHUP], ids=["kill_9", "terminal_closed"])
-def test_make_demo_after_a_killed_make_demo_cleans_up_and_completes(deployment, kill):
-    crashed = demo(deployment)
-    with instance_of(deployment) as instance:
+def test_make_demo_after_a_killed_make_demo_cleans_up_and_completes(tmp_path, kill):
+    # The state issue 20 measured: the dead run is STARTED and holds the slot. On a busy machine the run seen
+    # holding the slot can finish before the signal lands (the demo's runs last seconds): then the kill did not
+    # hit a run, and the crash is staged again in a fresh deployment.
+    for attempt in range(3):
+        deployment = new_deployment(tmp_path / f"attempt{attempt}")
+        crashed = demo(deployment)
+        instance = instance_of(deployment)
         dead = poll(lambda: slot_holder(instance), 60, "a run of the first demo holding the pool slot")
         os.killpg(crashed.pid, kill)
         crashed.wait(timeout=10)
-        # The state issue 20 measured: the dead run is STARTED and holds the slot.
-        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.STARTED
-        assert dead.run_id in {s.run_id for s in pool(instance).claimed_slots}
-
+        if (instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.STARTED
+                and dead.run_id in {s.run_id for s in pool(instance).claimed_slots}):
+            break
+        instance.dispose()
+    else:
+        raise AssertionError("in 3 attempts the killed demo never left a STARTED run holding the pool slot")
+    with instance:
         started = time.monotonic()
         second = demo(deployment)
         out, err = second.communicate(timeout=120)
