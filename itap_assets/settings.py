@@ -140,7 +140,7 @@ class ThresholdSettings(Strict):
     method: Literal["pot", "quantile"] = "pot"
     quantile: float = Field(0.999, gt=0.5, lt=1)
     tail_quantile: float = Field(0.98, gt=0.5, lt=1, description="POT: where the tail starts.")
-    risk: float = Field(1e-4, gt=0, lt=0.1, description="POT: target exceedance probability per point.")
+    risk: float = Field(3e-4, gt=0, lt=0.1, description="POT: target exceedance probability per point.")
 
 
 class SmoothingSettings(Strict):

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from itap_assets.assets.alerts import rule_points
+from itap_assets.assets.alerts import rule_points, scored_points
 from itap_assets.core.explain import feature_family_map
 from itap_assets.core.features import device_day_features, model_feature_specs
 from itap_assets.core.alerting import DEFAULT_FAMILIES, evaluate_alerts, load_alert_rules
@@ -70,7 +70,8 @@ def test_a_step_on_one_sensor_is_alerted_and_blamed_on_its_family_at_any_rate(dt
     det, threshold = fit_device_model("RIG-1", train, names, settings.model)
     record = model_record("RIG-1", 1, det, threshold, train, settings.model)
     points, explained = score_and_explain_device(feats, record, det, feature_family_map(specs))
-    alerts = evaluate_alerts(rule_points(points, explained), RULES).filter(pl.col("suppressed_by").is_null())
+    alerts = evaluate_alerts(rule_points(scored_points(points, RULES.defaults), explained), RULES).filter(
+        pl.col("suppressed_by").is_null())
 
     t = tele["ts"]
     in_normal = alerts.filter(pl.col("start_ts").is_between(t[normal.start], t[normal.stop - 1]))

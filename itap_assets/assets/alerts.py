@@ -8,7 +8,8 @@ import polars as pl
 
 from itap_assets.assets.common import day_device_asset, own_partitions, previous_day_inputs, run_keys
 from itap_assets.assets.metadata import add_partition_metadata, markdown_table
-from itap_assets.core.alerting import evaluate_alerts, grouping_reach_minutes
+from itap_assets.core.alerting import Defaults, deadband_states, evaluate_alerts, grouping_reach_minutes
+from itap_assets.core.frames import sorted_by
 from itap_assets.core.plots import device_day_png
 from itap_assets.resources import AlertRules, ItapConfig, Warehouse
 
@@ -20,13 +21,20 @@ ALERT_COLUMNS = [
 ]
 
 
-def rule_points(scores: pl.DataFrame, explanations: pl.DataFrame, tags: pl.DataFrame | None = None) -> pl.DataFrame:
-    """What the rule engine reads: each flagged point's score relative to its threshold (1.0 = at the threshold),
-    its explanation and, when the settings name them operational (`alerts.point_tags`), the source's tag of the
-    point (`tags`: ts, device_id, tag). Evaluation labels never reach the rules otherwise."""
-    flagged = scores.select(
-        "ts", "device_id", (pl.col("score") / pl.col("threshold")).alias("score"), "is_anomaly"
-    ).filter("is_anomaly")
+def scored_points(scores: pl.DataFrame, deadband: Defaults | None = None) -> pl.DataFrame:
+    """Every scored point relative to its threshold (1.0 = at the threshold), in device and time order, with its
+    deadband state (`deadband`: the rules' defaults; none: no deadband)."""
+    relative = sorted_by(scores.select(
+        "ts", "device_id", (pl.col("score") / pl.col("threshold")).alias("score"), "is_anomaly"), ["device_id", "ts"])
+    clear_ratio, hold_minutes = (deadband.clear_ratio, deadband.hold_minutes) if deadband else (1.0, 0.0)
+    return relative.hstack(deadband_states(relative, clear_ratio, hold_minutes))
+
+
+def rule_points(scored: pl.DataFrame, explanations: pl.DataFrame, tags: pl.DataFrame | None = None) -> pl.DataFrame:
+    """What the rule engine reads: each flagged point of `scored_points`, its explanation and, when the settings
+    name them operational (`alerts.point_tags`), the source's tag of the point (`tags`: ts, device_id, tag).
+    Evaluation labels never reach the rules otherwise."""
+    flagged = scored.filter("is_anomaly").drop("held_flag")
     explained = explanations.select("ts", "device_id", "top_family", "family_pct", "top_features")
     keys = ["ts", "device_id"]
     if explained.select(keys).equals(flagged.select(keys)):
@@ -83,12 +91,13 @@ def device_day_plots(keys: pl.DataFrame, scores: pl.DataFrame, explanations: pl.
     return "\n\n".join(parts) or "_no partitions_"
 
 
-def day_snapshot(points: pl.DataFrame, scores: pl.DataFrame, alert_rules: AlertRules, day: date) -> pl.DataFrame:
-    """The incidents of `day` as they stood at its end, from the evidence up to then: what a run of that day
-    alone writes, so that a backfill writes the same rows (an incident still firing at midnight has a row on
-    each day it was active, and itap.v_alerts shows its latest)."""
+def day_snapshot(points: pl.DataFrame, scored: pl.DataFrame, alert_rules: AlertRules, day: date) -> pl.DataFrame:
+    """The incidents of `day` as they stood at its end, from the evidence up to then (`scored`: `scored_points`):
+    what a run of that day alone writes, so that a backfill writes the same rows (an incident still firing at
+    midnight has a row on each day it was active, and itap.v_alerts shows its latest)."""
     start, end = datetime.combine(day, time.min), datetime.combine(day + timedelta(days=1), time.min)
-    data_end = scores.filter(pl.col("ts") < end).group_by("device_id").agg(pl.col("ts").max().alias("data_end"))
+    data_end = scored.filter(pl.col("ts") < end).group_by("device_id").agg(
+        pl.col("ts").last().alias("data_end"), pl.col("held_flag").last())
     found = evaluate_alerts(points.filter(pl.col("ts") < end), alert_rules.rules, window_start=start,
                             data_end=data_end)
     return found.with_columns(pl.col("end_ts").dt.date().alias("day")).filter(pl.col("day") == day) \
@@ -111,8 +120,9 @@ def alerts(context: dg.AssetExecutionContext, scores: pl.DataFrame, explanations
         evidence_explanations = pl.concat([earlier[1].select(explanations.columns), explanations], how="vertical_relaxed")
     column = itap_config.settings.alerts.point_tags
     tags = point_tags(warehouse, column, evidence_scores) if column else None
-    points = rule_points(evidence_scores, evidence_explanations, tags)
-    out = own_partitions(pl.concat([day_snapshot(points, scores, alert_rules, day)
+    scored = scored_points(evidence_scores, alert_rules.rules.defaults)
+    points = rule_points(scored, evidence_explanations, tags)
+    out = own_partitions(pl.concat([day_snapshot(points, scored, alert_rules, day)
                                     for day in keys["day"].unique().sort()], how="vertical_relaxed"), keys)
     active = out.filter(pl.col("suppressed_by").is_null())
     add_partition_metadata(context, "alerts", out.with_columns(active=pl.col("suppressed_by").is_null()), keys, {

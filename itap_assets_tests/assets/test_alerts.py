@@ -2,7 +2,7 @@ from datetime import date, datetime, timedelta
 
 import polars as pl
 
-from itap_assets.assets.alerts import rule_points
+from itap_assets.assets.alerts import rule_points, scored_points
 from itap_assets.core.explain import explain_points
 
 NAMES = ["temp_c__mean__1m", "rpm__mean__1m"]
@@ -29,9 +29,9 @@ def explanations_of(points: pl.DataFrame) -> pl.DataFrame:
 def test_rule_points_pairs_each_flagged_point_with_its_explanation():
     s = scores([False, True, True, False, True])
     flagged = s.filter("is_anomaly")
-    aligned = rule_points(s, explanations_of(flagged))
+    aligned = rule_points(scored_points(s), explanations_of(flagged))
     # the same points whether the explanations come in the flagged points' order or shuffled
-    shuffled = rule_points(s, explanations_of(flagged).reverse())
+    shuffled = rule_points(scored_points(s), explanations_of(flagged).reverse())
     assert aligned.equals(shuffled)
     assert aligned["score"].to_list() == [1.0, 1.5, 2.5]  # relative to the threshold
     assert aligned["top_family"].to_list() == ["Speed", "Temperature", "Temperature"]
@@ -39,7 +39,7 @@ def test_rule_points_pairs_each_flagged_point_with_its_explanation():
 
 def test_rule_points_keep_flagged_points_without_an_explanation():
     s = scores([True, True])
-    points = rule_points(s, explanations_of(s.head(1)))
+    points = rule_points(scored_points(s), explanations_of(s.head(1)))
     assert points.height == 2
     assert points["top_family"].to_list() == ["Speed", None]
 

@@ -105,6 +105,20 @@ def _within_a_year(value: float | None) -> float | None:
     return value
 
 
+def _share(value: float) -> float:
+    if not 0 < value <= 1:
+        raise ValueError("must be greater than 0 and at most 1")
+    return value
+
+
+def _within_a_day(value: float) -> float:
+    # The alerts step reads the day before a run's first day as context: a deadband longer than that would make a
+    # daily run's incidents differ from a backfill's.
+    if not value <= 24 * 60:
+        raise ValueError("must be a finite number of minutes, at most 1,440 (one day)")
+    return value
+
+
 def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
@@ -139,13 +153,18 @@ def _non_blank(value: str | None) -> str | None:
 
 class Defaults(_Strict):
     """File-wide defaults. ``resolve_after_minutes``: an incident without new evidence for that long (measured
-    against the device's latest scored reading) is ``resolved``; until then it is ``firing``."""
+    against the device's latest scored reading) is ``resolved``; until then it is ``firing``. ``clear_ratio`` and
+    ``hold_minutes``: the deadband (ISA-18.2) of an incident: flagged points more than the merge gap apart still
+    belong to one incident while every score between them stayed at or above ``clear_ratio`` × the threshold,
+    for at most ``hold_minutes`` (a lull of the fault, not a recovery; 1 or 0 = no deadband)."""
 
     cooldown_minutes: float = 0.0
     merge_gap_minutes: float = 15.0
     default_route: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     min_events: int = 1
     resolve_after_minutes: float = 30.0
+    clear_ratio: float = 0.5
+    hold_minutes: float = 240.0
 
     @field_validator("min_events")
     @classmethod
@@ -154,7 +173,9 @@ class Defaults(_Strict):
             raise ValueError("must be at least 1")
         return value
 
-    _cooldown = field_validator("cooldown_minutes")(_non_negative)
+    _cooldown = field_validator("cooldown_minutes", "hold_minutes")(_non_negative)
+    _hold_bound = field_validator("hold_minutes")(_within_a_day)
+    _clear = field_validator("clear_ratio")(_share)
     _gap = field_validator("merge_gap_minutes", "resolve_after_minutes")(_positive)
     _minutes_bound = field_validator("cooldown_minutes", "merge_gap_minutes", "resolve_after_minutes")(
         _within_a_year)

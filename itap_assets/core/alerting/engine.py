@@ -1,7 +1,8 @@
 """``evaluate_alerts``: scored, explained points → one routed incident per device and stretch of evidence.
 
 1. Points of one device merge into one incident while consecutive points are at most
-   ``max(merge_gap_minutes, cooldown_minutes)`` (defaults) apart (``alerting.incidents``).
+   ``max(merge_gap_minutes, cooldown_minutes)`` (defaults) apart, or further apart when ``bridged`` (the score
+   stayed above the deadband's clear level between them; ``alerting.incidents.bridged_flags``).
 2. Each incident's rule, confidence, severity and route are decided from all its evidence
    (``alerting.decisions``). Consecutive incidents of a device decided for the same rule fold into one when the
    later starts within that rule's ``cooldown_minutes`` of the earlier's end (a flapping device pages once); the
@@ -12,7 +13,8 @@
    ``suppressed_by = "min_events:<n>"``; one overlapping a maintenance window (``silences``, ``[start, end)``) with
    ``suppressed_by = "silence:<name or index>"`` (a silence wins).
 5. ``status``: ``resolved`` once the device's latest scored reading (``data_end``) is at least
-   ``resolve_after_minutes`` past the incident's last point, else ``firing``.
+   ``resolve_after_minutes`` past the incident's last point and the deadband no longer holds that point
+   (``held_flag``), else ``firing``.
 6. Only incidents with ``end_ts >= window_start`` are returned (the caller passes the previous day as context, so
    incidents continue across midnight).
 """
@@ -61,8 +63,9 @@ def alert_id(device_id: str, start_ts: datetime) -> str:
 
 
 def grouping_reach_minutes(config: AlertRulesConfig) -> float:
-    """How far apart two points of one incident can be: the merge gap, or the longest cooldown that folds."""
-    return max(config.defaults.merge_gap_minutes, config.defaults.cooldown_minutes,
+    """How far apart two points of one incident can be: the merge gap, the deadband's hold, or the longest cooldown
+    that folds."""
+    return max(config.defaults.merge_gap_minutes, config.defaults.cooldown_minutes, config.defaults.hold_minutes,
                *(cooldown_minutes(r, config) for r in config.alerting_rules))
 
 
@@ -98,9 +101,10 @@ def _silenced(alerts: pl.DataFrame, config: AlertRulesConfig) -> pl.Expr:
 
 def evaluate_alerts(points: pl.DataFrame, config: AlertRulesConfig, *, window_start: datetime | None = None,
                     data_end: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Routed incidents from ``points`` (ts, device_id, score, is_anomaly; optionally top_family, family_pct,
-    top_features, tag as the explanations table stores them). ``data_end``: ``device_id, data_end`` = each
-    device's latest scored reading (default: its latest flagged point). Returns exactly :data:`ALERT_SCHEMA`,
+    """Routed incidents from ``points`` (ts, device_id, score, is_anomaly; optionally bridged, top_family,
+    family_pct, top_features, tag as the explanations table stores them). ``data_end``: ``device_id, data_end`` = each
+    device's latest scored reading (default: its latest flagged point), optionally ``held_flag`` = the flagged
+    point the deadband still holds at that reading (``deadband_states``). Returns exactly :data:`ALERT_SCHEMA`,
     sorted by start_ts, device_id, alert_id."""
     df = prepare_points(points)
     if df.height == 0:
@@ -127,12 +131,17 @@ def evaluate_alerts(points: pl.DataFrame, config: AlertRulesConfig, *, window_st
         {r.name: min_events(r, config) for r in config.alerting_rules}, return_dtype=pl.Int64)
     if data_end is None:
         data_end = df.group_by("device_id").agg(pl.col("ts").max().alias("data_end"))
-    alerts = alerts.join(data_end.select("device_id", pl.col("data_end").cast(pl.Datetime("us"))),
+    if "held_flag" not in data_end.columns:
+        data_end = data_end.with_columns(held_flag=pl.lit(None, dtype=pl.Datetime("us")))
+    alerts = alerts.join(data_end.select("device_id", *(pl.col(c).cast(pl.Datetime("us"))
+                                                        for c in ("data_end", "held_flag"))),
                          on="device_id", how="left").with_columns(
         suppressed_by=pl.coalesce(_silenced(alerts, config),
                                   pl.when(pl.col("n_events") < needed).then(pl.format("min_events:{}", needed))),
-        status=pl.when((pl.col("data_end") - pl.col("end_ts")).dt.total_microseconds()
-                       >= us(defaults.resolve_after_minutes)).then(pl.lit("resolved")).otherwise(pl.lit("firing")),
+        status=pl.when(((pl.col("data_end") - pl.col("end_ts")).dt.total_microseconds()
+                        >= us(defaults.resolve_after_minutes))
+                       & pl.col("held_flag").ne_missing(pl.col("end_ts")))
+        .then(pl.lit("resolved")).otherwise(pl.lit("firing")),
     )
     if window_start is not None:
         alerts = alerts.filter(pl.col("end_ts") >= to_naive_utc(window_start))

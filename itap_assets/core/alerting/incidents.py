@@ -23,7 +23,7 @@ from itap_assets.core.frames import sorted_by
 
 TOP_FEATURES_PER_ALERT = 5
 _REQUIRED = {"ts", "device_id", "score", "is_anomaly"}
-_OPTIONAL = ("top_family", "family_pct", "top_features", "tag")
+_OPTIONAL = ("top_family", "family_pct", "top_features", "tag", "bridged")
 
 
 def us(minutes: float) -> int:
@@ -61,6 +61,7 @@ def prepare_points(points: pl.DataFrame) -> pl.DataFrame:
         pl.col("device_id").cast(pl.Utf8),
         pl.col("score").cast(pl.Float64).fill_nan(None),
         pl.col("is_anomaly").cast(pl.Boolean).fill_null(False),
+        pl.col("bridged").cast(pl.Boolean).fill_null(False),
         normalise_tag_expr(pl.col("tag")).alias("tag"),
     ).filter(pl.col("is_anomaly") & pl.col("ts").is_not_null() & pl.col("device_id").is_not_null())
     keys = ["device_id", "ts"]
@@ -114,9 +115,34 @@ def with_burst_counts(df: pl.DataFrame, rules: Sequence[BurstRule]) -> pl.DataFr
 
 def incident_ids(gap_us: int) -> pl.Expr:
     """Incident number of each point (of points sorted by device and time): a new incident starts at a device's first
-    point and after every gap longer than ``gap_us``."""
+    point and after every gap longer than ``gap_us`` that is not ``bridged``."""
     prev = pl.col("ts").shift(1).over("device_id")
-    return (prev.is_null() | ((pl.col("ts") - prev).dt.total_microseconds() > gap_us)).cast(pl.Int64).cum_sum()
+    gap = (pl.col("ts") - prev).dt.total_microseconds() > gap_us
+    return (prev.is_null() | (gap & ~pl.col("bridged"))).cast(pl.Int64).cum_sum()
+
+
+def deadband_states(scores: pl.DataFrame, clear_ratio: float, hold_minutes: float) -> pl.DataFrame:
+    """The deadband (ISA-18.2) of each scored point (``ts, device_id, score`` relative to the threshold,
+    ``is_anomaly``; sorted by device and time): ``held_flag`` = the device's last flagged point while every score
+    since it stayed at or above ``clear_ratio``, for at most ``hold_minutes`` (the fault lulled, it did not recover;
+    else null); ``bridged`` = flagged with the deadband holding the previous flag, so the two are one incident
+    however far apart. Depends only on earlier points: a run given ``hold_minutes`` of context finds what a
+    backfill finds."""
+    if clear_ratio >= 1 or hold_minutes <= 0:
+        return pl.DataFrame({"held_flag": pl.Series([None] * scores.height, dtype=pl.Datetime("us")),
+                             "bridged": pl.Series([False] * scores.height, dtype=pl.Boolean)})
+    ts, hold = pl.col("ts").dt.epoch("us"), us(hold_minutes)
+    flag = pl.col("is_anomaly").fill_null(False)
+    holds = (pl.col("score") >= clear_ratio).fill_null(False)
+    # The time of the last flag, or a far past after a point that neither flags nor holds (it ends the lull).
+    last = (pl.when(flag).then(ts).when(~holds).then(pl.lit(-(2**62), dtype=pl.Int64)).otherwise(None)
+            .forward_fill().over("device_id"))
+    held = pl.when(flag | (holds & (ts - last <= hold))).then(last)
+    out = scores.select(ts.alias("_ts"), flag.alias("_flag"), "device_id", held.alias("_held"))
+    return out.select(
+        pl.from_epoch("_held", time_unit="us").alias("held_flag"),
+        (pl.col("_flag") & (pl.col("_ts") - pl.col("_held").shift(1).over("device_id") <= hold)).fill_null(False)
+        .alias("bridged"))
 
 
 def aggregate(df: pl.DataFrame, families: list[str], burst_rules: Sequence[BurstRule],

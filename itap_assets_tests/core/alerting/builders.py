@@ -104,8 +104,9 @@ def config(
     inhibit: Any = _UNSET,
     silences: list[dict[str, Any]] | None = None,
     known_families: tuple[str, ...] = DEFAULT_FAMILIES,
+    deadband: dict[str, float] | None = None,
 ) -> AlertRulesConfig:
-    defaults: dict[str, Any] = {"merge_gap_minutes": merge_gap, "cooldown_minutes": cooldown}
+    defaults: dict[str, Any] = {"merge_gap_minutes": merge_gap, "cooldown_minutes": cooldown, **(deadband or {})}
     if default_route is not None:
         defaults["default_route"] = default_route
     raw: dict[str, Any] = {"defaults": defaults, "rules": list(rules)}

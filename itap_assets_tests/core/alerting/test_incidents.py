@@ -4,12 +4,14 @@ and the output window."""
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from itap_assets.core.alerting import DEFAULT_FAMILIES, AlertRulesError, alert_id, evaluate_alerts, parse_alert_rules
+from itap_assets.core.alerting import DEFAULT_FAMILIES, AlertRulesConfig, AlertRulesError, alert_id, deadband_states, evaluate_alerts, \
+    parse_alert_rules
 from itap_assets_tests.core.alerting.builders import (
     DAY,
     SOURCE,
@@ -305,3 +307,61 @@ def test_min_events_defaults_apply_to_rules_without_their_own():
 def test_min_events_below_one_is_a_config_error():
     with pytest.raises(AlertRulesError, match=r"Rule 'vib': min_events=0 must be at least 1"):
         config(dominant("vib", "Vibration", min_events=0))
+
+
+# --- the deadband: a fault that lulls between flags stays one incident -------------------------------------------
+
+
+def _lull(scores_between: list[float], *, gap_minutes: int = 1) -> pl.DataFrame:
+    """One device, a point a minute: 5 flagged points, then `scores_between` (unflagged), then 5 flagged points."""
+    scores = [2.0] * 5 + scores_between + [2.0] * 5
+    flagged = [True] * 5 + [False] * len(scores_between) + [True] * 5
+    return pl.DataFrame({"ts": [at(i * gap_minutes) for i in range(len(scores))], "device_id": "DEV-001",
+                         "score": scores, "is_anomaly": flagged})
+
+
+def _deadband_alerts(scored: pl.DataFrame, cfg: AlertRulesConfig = None) -> pl.DataFrame:
+    cfg = cfg or vib_cfg(merge_gap=15)
+    states = deadband_states(scored, cfg.defaults.clear_ratio, cfg.defaults.hold_minutes)
+    points = scored.hstack(states).filter("is_anomaly").with_columns(
+        family_pct=pl.lit(VIB, dtype=pl.Struct({"Vibration": pl.Float64, "RPM": pl.Float64})))
+    data_end = scored.hstack(states).group_by("device_id").agg(pl.col("ts").last().alias("data_end"),
+                                                               pl.col("held_flag").last())
+    return evaluate_alerts(points, cfg, data_end=data_end)
+
+
+def test_a_lull_above_the_clear_level_keeps_one_incident():
+    # given an hour between two flagged stretches, longer than the merge gap, with scores at 0.6-0.9 x threshold
+    one = _deadband_alerts(_lull([0.6, 0.9] * 30))
+    # then the two stretches are one incident of 10 events
+    assert one.height == 1 and one["n_events"].item() == 10
+
+
+def test_a_recovery_below_the_clear_level_ends_the_incident():
+    # given the same hour with one score below half the threshold in the middle of it
+    two = _deadband_alerts(_lull([0.6] * 30 + [0.3] + [0.6] * 29))
+    assert two.height == 2
+
+
+def test_the_deadband_holds_at_most_hold_minutes_and_can_be_turned_off():
+    lull = _lull([0.6] * 300)  # five hours
+    assert _deadband_alerts(lull).height == 2  # beyond the default hold of 240 min
+    assert _deadband_alerts(_lull([0.6] * 60), vib_cfg(merge_gap=15, deadband={"clear_ratio": 1.0})).height == 2
+    assert _deadband_alerts(_lull([0.6] * 60), vib_cfg(merge_gap=15, deadband={"hold_minutes": 0})).height == 2
+
+
+def test_an_incident_in_its_deadband_keeps_firing():
+    # given a flagged stretch followed by an hour of scores just under the threshold
+    scored = _lull([0.8] * 60).head(65)
+    assert _deadband_alerts(scored)["status"].item() == "firing"  # not yet recovered: no resolve, no re-page
+    # once the score falls below the clear level, resolve_after_minutes later it is resolved
+    recovered = pl.concat([scored, _lull([0.1] * 40).slice(5, 40).with_columns(
+        ts=pl.col("ts") + timedelta(minutes=65))])
+    assert _deadband_alerts(recovered)["status"].item() == "resolved"
+
+
+def test_the_deadband_depends_only_on_earlier_points():
+    lull = _lull([0.6, 0.2, 0.7, 0.9] * 20)
+    whole = deadband_states(lull, 0.5, 240)
+    for n in (7, 30, 60):
+        assert whole.head(n).equals(deadband_states(lull.head(n), 0.5, 240))

@@ -323,3 +323,11 @@ def test_errors_from_a_file_name_the_file_path(tmp_path):
         load_alert_rules(path, DEFAULT_FAMILIES)
     assert str(info.value) == f"{path}: Rule 'bad_rule': min_percent=150 must be between 0 and 100"
     assert isinstance(info.value, ValueError)
+
+
+def test_the_deadband_holds_at_most_the_day_of_context_an_alerts_run_reads():
+    raw = {"defaults": {"default_route": "ops", "hold_minutes": 2000}, "rules": [fallback(severity="INFO")]}
+    assert error_of(raw) == ("configs/alert_rules.yaml: defaults: hold_minutes=2000 must be a finite number of "
+                             "minutes, at most 1,440 (one day)")
+    raw["defaults"] = {"default_route": "ops", "clear_ratio": 0}
+    assert error_of(raw) == "configs/alert_rules.yaml: defaults: clear_ratio=0 must be greater than 0 and at most 1"
