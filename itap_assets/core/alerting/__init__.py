@@ -20,5 +20,6 @@ from itap_assets.core.alerting.loading import load_alert_rules, parse_alert_rule
 
 __all__ = [
     "ALERT_SCHEMA", "DEFAULT_FAMILIES", "SEVERITIES", "AlertRulesConfig", "AlertRulesError", "Defaults", "alert_id",
-    "deadband_states", "empty_alerts", "evaluate_alerts", "grouping_reach_minutes", "load_alert_rules", "normalise_tag", "parse_alert_rules",
+    "deadband_states", "empty_alerts", "evaluate_alerts", "grouping_reach_minutes", "load_alert_rules",
+    "normalise_tag", "parse_alert_rules",
 ]

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from itap_assets.core.alerting import DEFAULT_FAMILIES, AlertRulesConfig, AlertRulesError, alert_id, deadband_states, evaluate_alerts, \
-    parse_alert_rules
+from itap_assets.core.alerting import DEFAULT_FAMILIES, AlertRulesConfig, AlertRulesError, alert_id, deadband_states, \
+    evaluate_alerts, parse_alert_rules
 from itap_assets_tests.core.alerting.builders import (
     DAY,
     SOURCE,
