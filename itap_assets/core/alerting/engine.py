@@ -2,7 +2,7 @@
 
 1. Points of one device merge into one incident while consecutive points are at most
    ``max(merge_gap_minutes, cooldown_minutes)`` (defaults) apart, or further apart when ``bridged`` (the score
-   stayed above the deadband's clear level between them; ``alerting.incidents.bridged_flags``).
+   stayed above the deadband's clear level between them; ``alerting.incidents.deadband_states``).
 2. Each incident's rule, confidence, severity and route are decided from all its evidence
    (``alerting.decisions``). Consecutive incidents of a device decided for the same rule fold into one when the
    later starts within that rule's ``cooldown_minutes`` of the earlier's end (a flapping device pages once); the
