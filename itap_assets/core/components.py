@@ -32,6 +32,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.ensemble import IsolationForest
 
+from itap_assets.core.rowwise import row_products
+
 NORMALISER_QUANTILE = 0.99
 _EPS = 1e-12
 
@@ -168,9 +170,9 @@ class PCA:
 
     def _stats(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """T2 and Q of rows given in the PCA's own columns."""
-        t = z @ self.P
+        t = row_products(z, self.P)
         t2 = np.einsum("ij,ij,j->i", t, t, self.inv_lam, dtype=np.float64, optimize=False)
-        e = z - t @ self.P.T
+        e = z - row_products(t, self.P.T)
         q = np.einsum("ij,ij->i", e, e, dtype=np.float64)
         return t2, q
 
@@ -184,10 +186,10 @@ class PCA:
         features correlated with it); 0 for the columns PCA does not use. float32."""
         zc = self._cols(z)
         if stat == 0:
-            w = zc @ self.W
+            w = row_products(zc, self.W)
             parts = w * w / np.float32(self.t2_norm)
         else:
-            e = zc - (zc @ self.P) @ self.P.T
+            e = zc - row_products(row_products(zc, self.P), self.P.T)
             parts = e * e / self.residual_share  # reconstruction-based (not smeared onto correlated features)
         if self.all_columns:
             return parts
@@ -279,7 +281,7 @@ class Mahalanobis:
         self.norm = _quantile_norm(d2)
 
     def _whitened(self, z: np.ndarray) -> np.ndarray:
-        return (z - self.location) @ self.W
+        return row_products(z - self.location, self.W)
 
     def _d2(self, z: np.ndarray) -> np.ndarray:
         w = self._whitened(z)
@@ -293,7 +295,7 @@ class Mahalanobis:
         towards normal, are clipped by the caller): unlike the complete decomposition it does not smear a
         deviation of one sensor over the sensors correlated with it."""
         d = z - self.location
-        return d * (d @ self.precision) / np.float32(self.norm)
+        return d * row_products(d, self.precision) / np.float32(self.norm)
 
     def params(self) -> dict:
         return {"covariance": "Ledoit-Wolf shrinkage", "shrinkage": self.shrinkage, "d2_normaliser_q99": self.norm}

@@ -36,6 +36,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from itap_assets.core.rowwise import row_products
+
 OTHER_FAMILY = "Other"
 TOP_FEATURE = pl.Struct({"feature": pl.String(), "pct": pl.Float32()})
 
@@ -89,7 +91,7 @@ def explain_points(
     fidx = np.array([families.index(feature_families.get(f, OTHER_FAMILY)) for f in feature_names], dtype=np.int64)
     onehot = np.zeros((p, len(families)), dtype=np.float32)
     onehot[np.arange(p), fidx] = 1.0
-    shares = pct @ onehot
+    shares = row_products(pct, onehot)
     top_fam = np.argmax(shares, axis=1)  # first maximum: mapping order breaks ties
     rounded = np.round(shares, decimals).astype(np.float32)
     family_pct = pl.DataFrame({f: rounded[:, j] for j, f in enumerate(families)}).to_struct("family_pct")
