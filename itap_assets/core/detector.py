@@ -31,7 +31,9 @@ of the row (if it attributes nothing, the next); an evidence statistic is explai
 model statistic over the rows of its window. The row is then rescaled to sum to its score.
 
 Speed: point statistics run in row chunks on ``n_threads`` threads (numpy and ``Tree.apply`` release the GIL) with
-BLAS held to one thread meanwhile, float32 throughout. See ``bench/scoring.py``.
+BLAS held to one thread meanwhile, float32 throughout. See ``bench/scoring.py``. The models' products of a row
+batch with their matrices go through ``rowwise.row_products``, not BLAS, so a row's score has the same bits in
+whatever chunk or run it is scored.
 """
 
 from __future__ import annotations
