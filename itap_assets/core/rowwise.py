@@ -2,9 +2,10 @@
 
 The pipeline promises that a day scored alone equals the same day inside a longer run (daily runs equal one
 backfill, content hash for content hash). OpenBLAS's gemm kernels do not: they round a row differently by its place
-in the batch (measured on AMD EPYC, float32 and float64 alike: a day scored alone differed from the same day of a
-two-day run in the last bit). numpy's own einsum loop sums every row's products in the same order; it is about
-3x slower than BLAS on these small matrices (tens of columns).
+in the batch (on AMD EPYC with the Haswell kernels, a day scored alone differed from the same day of a two-day run
+in the last bit; float64 products differ too, less often). numpy's own einsum loop sums every row's products in the
+same order. It is 3-8x slower than BLAS per product on these small matrices (tens of columns), which the
+`large` bench does not show end to end (205 s against 208 s with BLAS, same machine).
 """
 
 from __future__ import annotations
