@@ -168,11 +168,15 @@ class PCA:
     def _cols(self, z: np.ndarray) -> np.ndarray:
         return z if self.all_columns else np.ascontiguousarray(z[:, self.columns])
 
+    def _scores_and_residual(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model-plane scores ``t`` and the residual ``e = z - t P'`` of rows in the PCA's own columns."""
+        t = row_products(z, self.P)
+        return t, z - row_products(t, self.P.T)
+
     def _stats(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """T2 and Q of rows given in the PCA's own columns."""
-        t = row_products(z, self.P)
+        t, e = self._scores_and_residual(z)
         t2 = np.einsum("ij,ij,j->i", t, t, self.inv_lam, dtype=np.float64, optimize=False)
-        e = z - row_products(t, self.P.T)
         q = np.einsum("ij,ij->i", e, e, dtype=np.float64)
         return t2, q
 
@@ -189,7 +193,7 @@ class PCA:
             w = row_products(zc, self.W)
             parts = w * w / np.float32(self.t2_norm)
         else:
-            e = zc - row_products(row_products(zc, self.P), self.P.T)
+            _, e = self._scores_and_residual(zc)
             parts = e * e / self.residual_share  # reconstruction-based (not smeared onto correlated features)
         if self.all_columns:
             return parts
